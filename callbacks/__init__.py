@@ -1,0 +1,1 @@
+"""Lightning callbacks: encoder export, curriculum, cluster refresh."""

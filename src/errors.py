@@ -1,0 +1,27 @@
+"""User-facing errors: one line that names the file and line, or the config key, at fault."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class CofeeError(Exception):
+    """An error caused by the user's input; the CLI prints it on one line and exits non-zero."""
+
+
+class InputFileError(CofeeError):
+    """Bad content in an input file (dump, corpus shard, gazetteer, CoNLL file, checkpoint)."""
+
+    def __init__(self, path: str | Path, message: str, line: int | None = None):
+        self.path = str(path)
+        self.line = line
+        where = f"{self.path}:{line}" if line is not None else self.path
+        super().__init__(f"{where}: {message}")
+
+
+class ConfigError(CofeeError):
+    """A wrong config key or value; the message names the full key."""
+
+    def __init__(self, key: str, message: str):
+        self.key = key
+        super().__init__(f"config key '{key}': {message}")
