@@ -40,7 +40,7 @@ pretrain-all: $(STAMP)  ## build the corpus, then run the curriculum on the defa
 	$(BIN)/cofee-pretrain $(ARGS)
 
 bench: $(STAMP)  ## run the benchmarks; figures go to benchmarks/results/*.json
-	$(BIN)/python -m benchmarks.run_all
+	$(BIN)/python -m benchmarks.run_all $(BENCH)
 
 lint: $(STAMP)  ## ruff check and format check
 	$(BIN)/ruff check .

@@ -1,0 +1,133 @@
+"""ESI training throughput: the Lightning stage against a plain PyTorch loop over the same encoder and
+batches, and length-bucketed against fixed-padding batches (real, non-pad tokens per second).
+
+Run: python -m benchmarks.bench_esi   (writes benchmarks/results/esi_training.json)
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader
+
+from benchmarks.common import WORK, figure, write_results
+from cofee.alignment import encode_sentences
+from cofee.data_modules.batching import LengthBucketBatchSampler, WindowCollator
+from cofee.encoder import EncoderConfig, load_encoder, load_tokenizer
+from cofee.stages.base import OptimConfig
+from cofee.stages.esi import ENTITY_TYPE, ESIModule
+from cofee.wiki.build_anchors import AnchorBuildConfig, build_anchor_corpus, default_dump_path, iter_corpus
+
+STEPS = 40
+WARMUP = 3
+BATCH = 16
+MAX_LENGTH = 128
+
+
+def real_tokens(batch: dict) -> int:
+    return int(batch["attention_mask"].sum())
+
+
+def make_batches(tokenizer, label2id, bucket: bool, pad_to: int | None = None) -> list[dict]:
+    corpus = WORK / "anchors"
+    build_anchor_corpus(default_dump_path(), corpus, AnchorBuildConfig(), num_workers=1, progress=False)
+    records = [r for _, r in zip(range(4000), iter_corpus(corpus))]
+    texts = [r["text"] for r in records]
+    spans = [[(s, e, ENTITY_TYPE) for s, e, *_ in r["spans"]] for r in records]
+    windows = encode_sentences(tokenizer, texts, spans, "BIO", label2id, MAX_LENGTH)
+    sampler = LengthBucketBatchSampler([len(w) for w in windows], BATCH, seed=0, bucket=bucket)
+    collate = WindowCollator(tokenizer.pad_token_id, pad_to)
+    return [collate([windows[i] for i in b]) for _, b in zip(range(STEPS + WARMUP), sampler)]
+
+
+def plain_loop(module: ESIModule, batches: list[dict]) -> float:
+    """Tokens/s of a hand-written loop: forward, loss, backward, clip, AdamW step, schedule-free."""
+    module.train()
+    optimizer = torch.optim.AdamW(module.parameters(), lr=1e-5)
+    tokens, started = 0, None
+    for i, batch in enumerate(batches):
+        if i == WARMUP:
+            tokens, started = 0, time.perf_counter()
+        loss = module.head.loss(module(batch), batch)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(module.parameters(), 1.0)
+        optimizer.step()
+        tokens += real_tokens(batch)
+    return tokens / (time.perf_counter() - started)
+
+
+class _Timer(pl.Callback):
+    def __init__(self):
+        self.tokens, self.started, self.elapsed = 0, None, 0.0
+
+    def on_train_batch_start(self, trainer, module, batch, batch_idx):
+        if batch_idx == WARMUP:
+            self.started = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+        if batch_idx >= WARMUP:
+            self.tokens += real_tokens(batch)
+            self.elapsed = time.perf_counter() - self.started
+
+
+def lightning_stage(module: ESIModule, batches: list[dict]) -> float:
+    timer = _Timer()
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        max_steps=len(batches),
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        gradient_clip_val=1.0,
+        callbacks=[timer],
+        num_sanity_val_steps=0,
+        limit_val_batches=0,
+    )
+    trainer.fit(module, DataLoader(batches, batch_size=None, shuffle=False))
+    return timer.tokens / timer.elapsed
+
+
+def run() -> dict:
+    torch.manual_seed(0)
+    model_cfg = EncoderConfig()
+    tokenizer = load_tokenizer(model_cfg)
+    base = ESIModule(load_encoder(model_cfg), OptimConfig(lr=1e-5, warmup_ratio=0.0))
+    label2id = base.head.label2id
+    bucketed = make_batches(tokenizer, label2id, bucket=True)
+    fixed = make_batches(tokenizer, label2id, bucket=False, pad_to=MAX_LENGTH)
+
+    plain = plain_loop(copy.deepcopy(base), bucketed)
+    stage = lightning_stage(copy.deepcopy(base), bucketed)
+    plain_fixed = plain_loop(copy.deepcopy(base), fixed)
+    figures = [
+        figure(
+            "esi_lightning_vs_plain_loop",
+            stage,
+            "real tokens/s",
+            plain,
+            0.9,
+            "same MiniLM encoder and batches; Lightning Trainer vs a hand-written AdamW loop",
+        ),
+        figure(
+            "esi_bucketing_vs_fixed_padding",
+            plain,
+            "real tokens/s",
+            plain_fixed,
+            1.0,
+            f"length-bucketed dynamic padding vs padding every batch to {MAX_LENGTH}",
+        ),
+    ]
+    path = write_results(
+        "esi_training", figures, steps=STEPS, batch_size=BATCH, threads=torch.get_num_threads()
+    )
+    return {"path": str(path), "figures": figures}
+
+
+if __name__ == "__main__":
+    for fig in run()["figures"]:
+        print(fig)

@@ -1,0 +1,49 @@
+"""Benchmark figures as ratios against a baseline measured in the same process (machines are noisy)."""
+
+from __future__ import annotations
+
+import platform
+import time
+from pathlib import Path
+
+import torch
+
+from cofee.io_utils import atomic_write_json
+
+RESULTS = Path(__file__).resolve().parent / "results"
+WORK = Path(__file__).resolve().parent / "work"
+
+
+def figure(name: str, value: float, unit: str, baseline: float, target: float, note: str = "") -> dict:
+    """One figure: `ratio` = value / baseline, `met` when the ratio reaches `target`."""
+    ratio = value / baseline if baseline else float("nan")
+    return {
+        "name": name,
+        "value": round(value, 4),
+        "unit": unit,
+        "baseline": round(baseline, 4),
+        "ratio": round(ratio, 4),
+        "target": target,
+        "met": bool(ratio >= target),
+        **({"note": note} if note else {}),
+    }
+
+
+def write_results(benchmark: str, figures: list[dict], **extra) -> Path:
+    path = RESULTS / f"{benchmark}.json"
+    atomic_write_json(
+        path,
+        {
+            "benchmark": benchmark,
+            "figures": figures,
+            "machine": {
+                "cpus": torch.get_num_threads(),
+                "python": platform.python_version(),
+                "torch": torch.__version__,
+                "processor": platform.machine(),
+            },
+            "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            **extra,
+        },
+    )
+    return path

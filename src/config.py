@@ -1,0 +1,143 @@
+"""The typed shape of the composed Hydra config: a wrong key or value fails at start-up, named.
+
+Hydra already refuses overrides of keys that do not exist; merging into these dataclasses adds type
+checks (an `int` that is not a number) and rejects unknown keys coming from YAML files.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from .encoder import EncoderConfig
+from .errors import ConfigError
+from .stages.base import OptimConfig
+from .tagging import SCHEMES
+from .wiki.build_anchors import AnchorBuildConfig
+
+KNOWN_STAGES = ("esi",)
+LOGGERS = ("csv", "none")
+
+
+@dataclass
+class PathsConfig:
+    root: str = "."
+    data_dir: str = "${paths.root}/data"
+    output_dir: str = "${paths.root}/outputs/${run_name}"
+
+
+@dataclass
+class AnchorDataConfig:
+    dump: str | None = None
+    corpus_dir: str = "${paths.data_dir}/anchors"
+    build: AnchorBuildConfig = field(default_factory=AnchorBuildConfig)
+    build_workers: int = 2
+    span_kinds: list[str] = field(default_factory=lambda: ["anchor", "repeat", "title"])
+    max_length: int = 128
+    dev_fraction: float = 0.1
+    split_seed: int = 0
+    max_train_sentences: int | None = None
+    bucket: bool = True
+    num_workers: int = 0
+
+
+@dataclass
+class DataConfig:
+    anchors: AnchorDataConfig = field(default_factory=AnchorDataConfig)
+
+
+@dataclass
+class StageConfig:
+    name: str = "esi"
+    scheme: str = "BIO"
+    dropout: float = 0.1
+    batch_size: int = 16
+    eval_batch_size: int = 64
+    max_epochs: int = 1
+    max_steps: int = -1
+    optim: OptimConfig = field(default_factory=OptimConfig)
+
+
+@dataclass
+class StagesConfig:
+    esi: StageConfig = field(default_factory=StageConfig)
+
+
+@dataclass
+class TrainerConfig:
+    """Passed to `pytorch_lightning.Trainer` as keyword arguments."""
+
+    accelerator: str = "cpu"
+    devices: Any = 1
+    num_nodes: int = 1
+    strategy: str = "auto"
+    precision: str = "32-true"
+    deterministic: bool = True
+    gradient_clip_val: float | None = 1.0
+    accumulate_grad_batches: int = 1
+    log_every_n_steps: int = 10
+    limit_train_batches: Any = None
+    limit_val_batches: Any = None
+    fast_dev_run: Any = False
+    num_sanity_val_steps: int = 0
+    enable_progress_bar: bool = True
+
+
+@dataclass
+class LoggerConfig:
+    kind: str = "csv"
+
+
+@dataclass
+class CurriculumConfig:
+    stages: list[str] = field(default_factory=lambda: ["esi"])
+
+
+@dataclass
+class RootConfig:
+    seed: int = 13
+    run_name: str = "default"
+    paths: PathsConfig = field(default_factory=PathsConfig)
+    model: EncoderConfig = field(default_factory=EncoderConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    stages: StagesConfig = field(default_factory=StagesConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+    curriculum: CurriculumConfig = field(default_factory=CurriculumConfig)
+
+
+def _choice(key: str, value: str, allowed) -> None:
+    if value not in allowed:
+        raise ConfigError(key, f"'{value}' is not one of {', '.join(allowed)}")
+
+
+def validate(cfg: DictConfig) -> RootConfig:
+    """Type-check the composed config and return it as resolved dataclasses."""
+    cfg = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]) if "hydra" in cfg else cfg
+    try:
+        merged = OmegaConf.merge(OmegaConf.structured(RootConfig), cfg)
+        OmegaConf.resolve(merged)
+        root: RootConfig = OmegaConf.to_object(merged)
+    except OmegaConfBaseException as exc:
+        raise ConfigError(exc.full_key or "?", str(exc).splitlines()[0]) from None
+    for stage in root.curriculum.stages:
+        _choice("curriculum.stages", stage, KNOWN_STAGES)
+    for name in KNOWN_STAGES:
+        stage_cfg: StageConfig = getattr(root.stages, name)
+        _choice(f"stages.{name}.scheme", stage_cfg.scheme, SCHEMES)
+        if stage_cfg.optim.lr <= 0:
+            raise ConfigError(f"stages.{name}.optim.lr", f"must be positive, got {stage_cfg.optim.lr}")
+        if stage_cfg.batch_size < 1:
+            raise ConfigError(f"stages.{name}.batch_size", f"must be at least 1, got {stage_cfg.batch_size}")
+    _choice("logger.kind", root.logger.kind, LOGGERS)
+    if not 0 < root.data.anchors.dev_fraction < 1:
+        raise ConfigError("data.anchors.dev_fraction", "must lie strictly between 0 and 1")
+    return root
+
+
+def to_plain(obj) -> dict:
+    """A dataclass config as a plain dict (for hashes, manifests and loggers)."""
+    return OmegaConf.to_container(OmegaConf.structured(obj), resolve=True)

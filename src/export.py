@@ -1,0 +1,58 @@
+"""Encoder exports: a `save_pretrained` folder plus `manifest.json`, written atomically.
+
+The manifest records the stage, the hash of the config that trained it, the hash of its data manifest,
+its metrics and its parent's manifest hash, so a later stage can check what it starts from.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+from transformers import AutoModel, PreTrainedModel
+from transformers.tokenization_utils_base import PreTrainedTokenizerBase
+
+from . import __version__
+from .errors import InputFileError
+from .io_utils import atomic_directory, atomic_write_json, read_json, stable_hash
+
+log = logging.getLogger(__name__)
+MANIFEST = "manifest.json"
+
+
+def manifest_hash(manifest: dict) -> str:
+    """Identity of an export: everything but the wall-clock fields."""
+    return stable_hash({k: v for k, v in manifest.items() if k not in ("created", "seconds")})
+
+
+def export_encoder(
+    encoder: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, out_dir: str | Path, manifest: dict
+) -> dict:
+    manifest = {"format": "cofee-encoder", "cofee_version": __version__, "created": time.time(), **manifest}
+    with atomic_directory(out_dir) as tmp:
+        encoder.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        atomic_write_json(tmp / MANIFEST, manifest)
+    log.info("exported %s encoder to %s", manifest.get("stage"), out_dir)
+    return manifest
+
+
+def read_export_manifest(folder: str | Path) -> dict:
+    path = Path(folder) / MANIFEST
+    manifest = read_json(path)
+    if manifest.get("format") != "cofee-encoder":
+        raise InputFileError(path, "not a cofee encoder manifest (format is not 'cofee-encoder')")
+    return manifest
+
+
+def load_exported_encoder(folder: str | Path) -> tuple[PreTrainedModel, dict]:
+    """Load an export and report missing or unexpected weights loudly rather than silently."""
+    manifest = read_export_manifest(folder)
+    model, info = AutoModel.from_pretrained(str(folder), local_files_only=True, output_loading_info=True)
+    for kind in ("missing_keys", "unexpected_keys", "mismatched_keys"):
+        if info.get(kind):
+            log.warning(
+                "%s: %d %s when loading the encoder: %s", folder, len(info[kind]), kind, info[kind][:5]
+            )
+    return model, manifest
