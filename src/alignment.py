@@ -26,6 +26,7 @@ class EncodedWindow:
     word_char_spans: list[tuple[int, int]]  # character range of each word in the sentence text
     spans: list[Span]  # gold spans over this window's words, end exclusive
     sentence_index: int
+    word_offset: int = 0  # index in the sentence of this window's first word
 
     def __len__(self) -> int:
         return len(self.input_ids)
@@ -89,6 +90,71 @@ def _window_cuts(word_lengths: Sequence[int], spans: Sequence[Span], budget: int
     return cuts
 
 
+def _pieces_by_word(ids: Sequence[int], word_ids: Sequence[int | None], n_words: int) -> list[list[int]]:
+    pieces: list[list[int]] = [[] for _ in range(n_words)]
+    for token, word in zip(ids, word_ids):
+        if word is not None:
+            pieces[word].append(token)
+    return pieces
+
+
+def _windows(
+    pieces: Sequence[list[int]],
+    word_chars: Sequence[tuple[int, int]],
+    spans: Sequence[Span],
+    index: int,
+    scheme: str,
+    label2id: Mapping[str, int],
+    specials: tuple[list[int], list[int]],
+    budget: int,
+    stats: AlignmentStats,
+) -> list[EncodedWindow]:
+    """Cut one sentence's words into windows and label each word on its first sub-token."""
+    prefix, suffix = specials
+    tags = spans_to_tags(spans, len(pieces), scheme)
+    stats.sentences += 1
+    stats.spans += len(spans)
+    windows = []
+    for w_start, w_end in _window_cuts([len(p) for p in pieces], spans, budget):
+        tokens, labels, positions = [], [], []
+        for w in range(w_start, w_end):
+            word_pieces = pieces[w]
+            if len(word_pieces) > budget:
+                stats.truncated_words += 1
+                word_pieces = word_pieces[:budget]
+            positions.append(len(prefix) + len(tokens))
+            labels.append(label2id[tags[w]])
+            labels.extend([IGNORE_INDEX] * (len(word_pieces) - 1))
+            tokens.extend(word_pieces)
+        window_spans = []
+        for start, end, kind in spans:
+            if start >= w_start and end <= w_end:
+                window_spans.append((start - w_start, end - w_start, kind))
+            elif start < w_end and end > w_start:
+                stats.split_spans += 1
+        windows.append(
+            EncodedWindow(
+                input_ids=prefix + tokens + suffix,
+                labels=[IGNORE_INDEX] * len(prefix) + labels + [IGNORE_INDEX] * len(suffix),
+                word_positions=positions,
+                word_char_spans=list(word_chars[w_start:w_end]),
+                spans=window_spans,
+                sentence_index=index,
+                word_offset=w_start,
+            )
+        )
+        stats.windows += 1
+    return windows
+
+
+def _budget(tokenizer: PreTrainedTokenizerBase, max_length: int) -> tuple[tuple[list[int], list[int]], int]:
+    specials = special_tokens(tokenizer)
+    budget = max_length - len(specials[0]) - len(specials[1])
+    if budget < 1:
+        raise ValueError(f"max_length {max_length} leaves no room besides special tokens")
+    return specials, budget
+
+
 def encode_sentences(
     tokenizer: PreTrainedTokenizerBase,
     texts: Sequence[str],
@@ -98,63 +164,49 @@ def encode_sentences(
     max_length: int,
     stats: AlignmentStats | None = None,
 ) -> list[EncodedWindow]:
-    """Tokenise sentences (batched, fast tokenizer) and align their spans; returns all windows."""
+    """Raw text with character spans: words are the tokenizer's pre-tokenized words."""
     stats = stats if stats is not None else AlignmentStats()
-    prefix, suffix = special_tokens(tokenizer)
-    before, after = len(prefix), len(suffix)
-    budget = max_length - before - after
-    if budget < 1:
-        raise ValueError(f"max_length {max_length} leaves no room besides special tokens")
+    specials, budget = _budget(tokenizer, max_length)
     encoded = tokenizer(list(texts), add_special_tokens=False, return_offsets_mapping=True)
     windows: list[EncodedWindow] = []
     for index in range(len(texts)):
-        ids = encoded["input_ids"][index]
         offsets = encoded["offset_mapping"][index]
         word_ids = encoded.word_ids(index)
-        first_token: list[int] = []
-        word_chars: list[tuple[int, int]] = []
+        n_words = max((w for w in word_ids if w is not None), default=-1) + 1
+        word_chars = [(-1, -1)] * n_words
         for t, w in enumerate(word_ids):
-            if w is None:
-                continue
-            if not first_token or word_ids[first_token[-1]] != w:
-                first_token.append(t)
-                word_chars.append(tuple(offsets[t]))
-            else:
-                word_chars[-1] = (word_chars[-1][0], offsets[t][1])
-        word_lengths = [
-            (first_token[i + 1] if i + 1 < len(first_token) else len(ids)) - first_token[i]
-            for i in range(len(first_token))
-        ]
+            if w is not None:
+                start = offsets[t][0] if word_chars[w][0] < 0 else word_chars[w][0]
+                word_chars[w] = (start, offsets[t][1])
+        pieces = _pieces_by_word(encoded["input_ids"][index], word_ids, n_words)
         spans = char_spans_to_word_spans(word_chars, char_spans[index], stats)
-        tags = spans_to_tags(spans, len(word_chars), scheme)
-        stats.sentences += 1
-        stats.spans += len(spans)
-        for w_start, w_end in _window_cuts(word_lengths, spans, budget):
-            tokens, labels, positions = [], [], []
-            for w in range(w_start, w_end):
-                pieces = ids[first_token[w] : first_token[w] + word_lengths[w]]
-                if len(pieces) > budget:
-                    stats.truncated_words += 1
-                    pieces = pieces[:budget]
-                positions.append(before + len(tokens))
-                labels.append(label2id[tags[w]])
-                labels.extend([IGNORE_INDEX] * (len(pieces) - 1))
-                tokens.extend(pieces)
-            window_spans = []
-            for start, end, kind in spans:
-                if start >= w_start and end <= w_end:
-                    window_spans.append((start - w_start, end - w_start, kind))
-                elif start < w_end and end > w_start:
-                    stats.split_spans += 1
-            windows.append(
-                EncodedWindow(
-                    input_ids=prefix + tokens + suffix,
-                    labels=[IGNORE_INDEX] * before + labels + [IGNORE_INDEX] * after,
-                    word_positions=positions,
-                    word_char_spans=word_chars[w_start:w_end],
-                    spans=window_spans,
-                    sentence_index=index,
-                )
-            )
-            stats.windows += 1
+        windows += _windows(pieces, word_chars, spans, index, scheme, label2id, specials, budget, stats)
+    return windows
+
+
+def encode_pretokenized(
+    tokenizer: PreTrainedTokenizerBase,
+    token_lists: Sequence[Sequence[str]],
+    span_lists: Sequence[Sequence[Span]],
+    scheme: str,
+    label2id: Mapping[str, int],
+    max_length: int,
+    stats: AlignmentStats | None = None,
+) -> list[EncodedWindow]:
+    """Gold tokens with token spans (CoNLL): every gold token is one word, so predictions map back
+    one to one. A token the tokenizer turns into nothing (a stray control character) becomes [UNK]."""
+    stats = stats if stats is not None else AlignmentStats()
+    specials, budget = _budget(tokenizer, max_length)
+    encoded = tokenizer([list(t) for t in token_lists], is_split_into_words=True, add_special_tokens=False)
+    windows: list[EncodedWindow] = []
+    for index, tokens in enumerate(token_lists):
+        pieces = _pieces_by_word(encoded["input_ids"][index], encoded.word_ids(index), len(tokens))
+        pieces = [p or [tokenizer.unk_token_id] for p in pieces]
+        word_chars, cursor = [], 0
+        for token in tokens:  # offsets in the tokens joined by single spaces
+            word_chars.append((cursor, cursor + len(token)))
+            cursor += len(token) + 1
+        windows += _windows(
+            pieces, word_chars, list(span_lists[index]), index, scheme, label2id, specials, budget, stats
+        )
     return windows

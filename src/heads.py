@@ -55,3 +55,40 @@ class TaggingHead(SpanHead):
             tags_to_spans([self.labels[row[p]] for p in positions], self.scheme)
             for row, positions in zip(best, batch["word_positions"])
         ]
+
+
+def gather_words(values: torch.Tensor, word_positions: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pick each word's first sub-token row: [B, T, ...] -> [B, W, ...] plus a [B, W] word mask."""
+    width = max(1, max(len(p) for p in word_positions))
+    index = torch.zeros(len(word_positions), width, dtype=torch.long, device=values.device)
+    mask = torch.zeros(len(word_positions), width, dtype=torch.bool, device=values.device)
+    for row, positions in enumerate(word_positions):
+        index[row, : len(positions)] = torch.tensor(positions, dtype=torch.long)
+        mask[row, : len(positions)] = True
+    rows = torch.arange(len(word_positions), device=values.device).unsqueeze(1)
+    return values[rows, index], mask
+
+
+class CRFTaggingHead(TaggingHead):
+    """The tagger's emissions scored by a linear-chain CRF over words (first sub-tokens)."""
+
+    def __init__(self, hidden_size: int, scheme: str, types: Sequence[str], dropout: float = 0.1):
+        super().__init__(hidden_size, scheme, types, dropout)
+        from .crf import LinearChainCRF
+
+        self.crf = LinearChainCRF(len(self.labels))
+
+    def loss(self, logits: torch.Tensor, batch: dict) -> torch.Tensor:
+        emissions, mask = gather_words(logits, batch["word_positions"])
+        tags, _ = gather_words(batch["labels"], batch["word_positions"])
+        mask[:, 0] = True  # an empty window still needs one step; its tag is O (index 0)
+        return self.crf.neg_log_likelihood(emissions, tags.clamp(min=0), mask)
+
+    def decode(self, logits: torch.Tensor, batch: dict) -> list[list[Span]]:
+        emissions, mask = gather_words(logits, batch["word_positions"])
+        mask[:, 0] = True
+        paths = self.crf.viterbi(emissions, mask)
+        return [
+            tags_to_spans([self.labels[t] for t in path[: len(positions)]], self.scheme)
+            for path, positions in zip(paths, batch["word_positions"])
+        ]

@@ -1,4 +1,4 @@
-from cofee.alignment import IGNORE_INDEX, AlignmentStats, encode_sentences, special_tokens
+from cofee.alignment import IGNORE_INDEX, AlignmentStats, encode_pretokenized, encode_sentences, special_tokens
 from cofee.tagging import label_names, tags_to_spans
 
 LABELS = {name: i for i, name in enumerate(label_names("BIO", ["ENT"]))}
@@ -60,3 +60,25 @@ def test_colliding_spans_are_counted_not_silent(tokenizer):
         tokenizer, ["Foobar is here"], [[(0, 3, "ENT"), (3, 6, "ENT")]], "BIO", LABELS, 32, stats
     )
     assert stats.dropped_spans == 1 and stats.spans == 1
+
+
+def test_pretokenized_words_map_one_to_one(tokenizer):
+    tokens = ["@paulwalk", "Empire", "State", "Building", "\u200b", "ESB", "!"]
+    spans = [(1, 4, "facility"), (5, 6, "facility")]
+    labels = {name: i for i, name in enumerate(label_names("BIO", ["facility"]))}
+    (window,) = encode_pretokenized(tokenizer, [tokens], [spans], "BIO", labels, 64)
+    assert len(window.word_positions) == len(tokens)
+    assert window.spans == spans
+    # the zero-width token has no sub-token of its own: it is kept as [UNK], not dropped
+    assert window.input_ids[window.word_positions[4]] == tokenizer.unk_token_id
+    ids = [window.labels[p] for p in window.word_positions]
+    assert ids == [labels[t] for t in ["O", "B-facility", "I-facility", "I-facility", "O", "B-facility", "O"]]
+
+
+def test_windows_carry_their_word_offset(tokenizer):
+    tokens = [f"w{i}" for i in range(50)]
+    windows = encode_pretokenized(tokenizer, [tokens], [[(40, 42, "X")]], "BIO", {"O": 0, "B-X": 1, "I-X": 2}, 24)
+    offsets = [w.word_offset for w in windows]
+    assert offsets[0] == 0 and offsets == sorted(offsets) and len(windows) > 2
+    (holder,) = [w for w in windows if w.spans]
+    assert holder.word_offset + holder.spans[0][0] == 40
