@@ -14,6 +14,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from .encoder import EncoderConfig
 from .errors import ConfigError
+from .finetune import FinetuneConfig
 from .stages.base import OptimConfig
 from .tagging import SCHEMES
 from .wiki.build_anchors import AnchorBuildConfig
@@ -109,20 +110,61 @@ class RootConfig:
     curriculum: CurriculumConfig = field(default_factory=CurriculumConfig)
 
 
+@dataclass
+class GoldDataConfig:
+    source: str | None = None
+    split_dir: str = "${paths.data_dir}/gold/wnut16"
+    split_seed: int = 0
+    train_file: str | None = None
+    dev_file: str | None = None
+    test_file: str | None = None
+
+
+@dataclass
+class FinetuneRootConfig:
+    seed: int = 0
+    run_name: str = "finetune"
+    init_from: str | None = None
+    fraction: float = 1.0
+    kshot: int | None = None
+    paths: PathsConfig = field(default_factory=PathsConfig)
+    model: EncoderConfig = field(default_factory=EncoderConfig)
+    data: GoldDataConfig = field(default_factory=GoldDataConfig)
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+
+
 def _choice(key: str, value: str, allowed) -> None:
     if value not in allowed:
         raise ConfigError(key, f"'{value}' is not one of {', '.join(allowed)}")
 
 
-def validate(cfg: DictConfig) -> RootConfig:
-    """Type-check the composed config and return it as resolved dataclasses."""
+def _typed(cfg: DictConfig, schema: type):
     cfg = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]) if "hydra" in cfg else cfg
     try:
-        merged = OmegaConf.merge(OmegaConf.structured(RootConfig), cfg)
+        merged = OmegaConf.merge(OmegaConf.structured(schema), cfg)
         OmegaConf.resolve(merged)
-        root: RootConfig = OmegaConf.to_object(merged)
+        return OmegaConf.to_object(merged)
     except OmegaConfBaseException as exc:
         raise ConfigError(exc.full_key or "?", str(exc).splitlines()[0]) from None
+
+
+def validate_finetune(cfg: DictConfig) -> FinetuneRootConfig:
+    root: FinetuneRootConfig = _typed(cfg, FinetuneRootConfig)
+    _choice("finetune.scheme", root.finetune.scheme, SCHEMES)
+    if not 0 < root.fraction <= 1:
+        raise ConfigError("fraction", f"must lie in (0, 1], got {root.fraction}")
+    if root.kshot is not None and root.kshot < 1:
+        raise ConfigError("kshot", f"must be at least 1, got {root.kshot}")
+    if root.finetune.optim.lr <= 0:
+        raise ConfigError("finetune.optim.lr", f"must be positive, got {root.finetune.optim.lr}")
+    return root
+
+
+def validate(cfg: DictConfig) -> RootConfig:
+    """Type-check the composed config and return it as resolved dataclasses."""
+    root: RootConfig = _typed(cfg, RootConfig)
     for stage in root.curriculum.stages:
         _choice("curriculum.stages", stage, KNOWN_STAGES)
     for name in KNOWN_STAGES:
