@@ -135,6 +135,34 @@ class FinetuneRootConfig:
     logger: LoggerConfig = field(default_factory=LoggerConfig)
 
 
+@dataclass
+class StudyConfig:
+    run_name: str = "study"
+    seeds: list[int] = field(default_factory=lambda: [1, 2, 3])
+    fractions: list[float] = field(default_factory=lambda: [0.05, 0.25, 1.0])
+    kshots: list[int] = field(default_factory=list)
+    variants: dict[str, list[str] | None] = field(default_factory=dict)
+    results: str = "results/study.csv"
+    plot: str = "docs/low_resource.png"
+    readme: str | None = "README.md"
+    paths: PathsConfig = field(default_factory=PathsConfig)
+    model: EncoderConfig = field(default_factory=EncoderConfig)
+    data: GoldDataConfig = field(default_factory=GoldDataConfig)
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+
+
+def validate_study(cfg: DictConfig) -> StudyConfig:
+    root: StudyConfig = _typed(cfg, StudyConfig)
+    for f in root.fractions:
+        if not 0 < f <= 1:
+            raise ConfigError("fractions", f"each fraction must lie in (0, 1], got {f}")
+    if not root.variants:
+        raise ConfigError("variants", "name at least one variant")
+    return root
+
+
 def _choice(key: str, value: str, allowed) -> None:
     if value not in allowed:
         raise ConfigError(key, f"'{value}' is not one of {', '.join(allowed)}")

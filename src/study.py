@@ -1,0 +1,194 @@
+"""The low-resource study: variants x training budgets x seeds, fine-tuned and scored on test.
+
+Rows are appended to a CSV as each run ends (atomic rewrite), and a rerun skips rows already there
+with the same settings, so an interrupted study resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import statistics
+from collections import defaultdict
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+from .config import StudyConfig, to_plain
+from .io_utils import atomic_write_text, stable_hash
+
+log = logging.getLogger(__name__)
+README_BEGIN = "<!-- study:begin -->"
+README_END = "<!-- study:end -->"
+
+
+@dataclass
+class StudyRow:
+    variant: str
+    protocol: str  # "fraction" or "kshot"
+    budget: float  # the fraction, or k
+    seed: int
+    train_sentences: int
+    dev_f1: float
+    test_f1: float
+    test_f1_low: float
+    test_f1_high: float
+    test_precision: float
+    test_recall: float
+    untyped_f1: float
+    best_step: int
+    seconds: float
+    settings: str  # hash of everything the row depends on
+
+
+def read_rows(path: Path) -> list[StudyRow]:
+    if not path.is_file():
+        return []
+    types = {f.name: f.type for f in fields(StudyRow)}
+    cast = {"int": int, "float": float, "str": str}
+    with open(path, encoding="utf-8", newline="") as handle:
+        return [StudyRow(**{k: cast[types[k]](v) for k, v in row.items()}) for row in csv.DictReader(handle)]
+
+
+def write_rows(path: Path, rows: list[StudyRow]) -> None:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=[f.name for f in fields(StudyRow)], lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(asdict(r) for r in rows)
+    atomic_write_text(path, buffer.getvalue())
+
+
+def pretrain_variant(study: StudyConfig, name: str, overrides: list[str] | None) -> Path | None:
+    """Run (or find done) the variant's curriculum; returns its last stage's export folder."""
+    if overrides is None:
+        return None
+    from hydra import compose, initialize_config_module
+    from hydra.core.global_hydra import GlobalHydra
+
+    from .config import validate
+    from .pretrain import run_curriculum
+
+    args = [f"paths.root={study.paths.root}", f"run_name={study.run_name}-{name}", *overrides]
+    if GlobalHydra.instance().is_initialized():
+        cfg = compose(config_name="pretrain", overrides=args)
+    else:
+        with initialize_config_module(config_module="cofee.conf", version_base="1.3"):
+            cfg = compose(config_name="pretrain", overrides=args)
+    root = validate(cfg)
+    run_curriculum(root)
+    return Path(root.paths.output_dir) / root.curriculum.stages[-1] / "encoder"
+
+
+def run_study(study: StudyConfig, trainer_kwargs: dict | None = None) -> list[StudyRow]:
+    from .data_modules.gold_ner import load_gold_splits
+    from .finetune import finetune
+
+    data = study.data
+    splits = load_gold_splits(
+        data.source, data.split_dir, study.finetune.scheme, data.split_seed, data.train_file, data.dev_file,
+        data.test_file,
+    )
+    results = Path(study.results)
+    rows = read_rows(results)
+    done = {(r.variant, r.protocol, r.budget, r.seed, r.settings) for r in rows}
+    budgets = [("fraction", float(f)) for f in study.fractions] + [("kshot", float(k)) for k in study.kshots]
+    for variant, overrides in study.variants.items():
+        encoder = pretrain_variant(study, variant, overrides)
+        settings = stable_hash(
+            {"finetune": to_plain(study.finetune), "data": to_plain(study.data),
+             "model": to_plain(study.model), "variant": overrides}
+        )
+        for protocol, budget in budgets:
+            for seed in study.seeds:
+                if (variant, protocol, budget, seed, settings) in done:
+                    continue
+                kwargs = {"fraction": budget} if protocol == "fraction" else {"kshot": int(budget)}
+                result = finetune(splits, study.finetune, encoder, study.model, seed=seed,
+                                  trainer_kwargs=trainer_kwargs, **kwargs)
+                micro = result.test["micro"]
+                row = StudyRow(
+                    variant, protocol, budget, seed, result.train_sentences, round(result.dev_f1, 4),
+                    round(micro["f1"], 4), round(micro["f1_ci95"][0], 4), round(micro["f1_ci95"][1], 4),
+                    round(micro["precision"], 4), round(micro["recall"], 4),
+                    round(result.test["untyped"]["f1"], 4), result.best_step, result.seconds, settings,
+                )
+                rows.append(row)
+                write_rows(results, rows)
+                log.info("study %s %s=%s seed %d: test F1 %.3f", variant, protocol, budget, seed, row.test_f1)
+    return rows
+
+
+def summarize(rows: list[StudyRow]) -> dict[tuple[str, str, float], dict]:
+    cells = defaultdict(list)
+    for r in rows:
+        cells[(r.variant, r.protocol, r.budget)].append(r.test_f1)
+    return {
+        key: {
+            "mean": statistics.fmean(v),
+            "std": statistics.stdev(v) if len(v) > 1 else 0.0,
+            "median": statistics.median(v),
+            "n": len(v),
+        }
+        for key, v in cells.items()
+    }
+
+
+def markdown_table(rows: list[StudyRow]) -> str:
+    summary = summarize(rows)
+    variants = list(dict.fromkeys(r.variant for r in rows))
+    budgets = sorted({(p, b) for _, p, b in summary}, key=lambda x: (x[0] != "fraction", x[1]))
+    label = {("fraction", b): f"{b:g} of train" for _, _, b in summary} | {
+        ("kshot", b): f"{int(b)}-shot" for _, _, b in summary
+    }
+    head = "| variant | " + " | ".join(label[b] for b in budgets) + " |"
+    lines = [head, "|---" * (len(budgets) + 1) + "|"]
+    for v in variants:
+        cells = []
+        for p, b in budgets:
+            s = summary.get((v, p, b))
+            cells.append(f"{s['mean']:.3f} ± {s['std']:.3f} (median {s['median']:.3f}, n={s['n']})" if s else "–")
+        lines.append(f"| {v} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def write_plot(rows: list[StudyRow], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    summary = summarize([r for r in rows if r.protocol == "fraction"])
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for variant in dict.fromkeys(r.variant for r in rows):
+        points = sorted((b, s) for (v, p, b), s in summary.items() if v == variant)
+        if not points:
+            continue
+        xs = [b * 100 for b, _ in points]
+        mean = [s["mean"] for _, s in points]
+        std = [s["std"] for _, s in points]
+        ax.plot(xs, mean, marker="o", label=variant)
+        ax.fill_between(xs, [m - d for m, d in zip(mean, std)], [m + d for m, d in zip(mean, std)], alpha=0.2)
+    ax.set_xscale("log")
+    ax.set_xlabel("share of the gold training split (%)")
+    ax.set_ylabel("test F1 (seqeval strict), mean ± std over seeds")
+    ax.set_title("Low-resource NER on WNUT16")
+    ax.grid(True, alpha=0.3)
+    ax.legend()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=120, bbox_inches="tight")
+    plt.close(fig)
+    tmp.replace(path)
+
+
+def update_readme(readme: Path, table: str, settings: str) -> bool:
+    """Rewrite the block between the study markers; False when the README has no markers."""
+    if not readme.is_file():
+        return False
+    text = readme.read_text(encoding="utf-8")
+    if README_BEGIN not in text or README_END not in text:
+        return False
+    head, rest = text.split(README_BEGIN, 1)
+    _, tail = rest.split(README_END, 1)
+    atomic_write_text(readme, f"{head}{README_BEGIN}\n{settings}\n\n{table}\n{README_END}{tail}")
+    return True

@@ -1,0 +1,52 @@
+import csv
+
+from hydra import compose, initialize_config_module
+from PIL import Image
+
+from cofee.config import validate_study
+from cofee.study import README_BEGIN, README_END, markdown_table, read_rows, run_study, update_readme, write_plot
+
+
+def test_study_runs_variants_resumes_and_reports(tmp_path, small_dump):
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# Title\n{README_BEGIN}\nold\n{README_END}\nfooter\n", encoding="utf-8")
+    esi = [
+        "experiment=smoke",
+        f"data.anchors.dump={small_dump}",
+        "data.anchors.build_workers=1",
+        "data.anchors.dev_fraction=0.2",
+        "trainer.fast_dev_run=true",
+    ]
+    overrides = [
+        "model=tiny",
+        f"paths.root={tmp_path}",
+        f"data.split_dir={tmp_path}/gold",
+        "fractions=[0.02,0.05]",
+        "seeds=[1,2]",
+        "variants.esi=[" + ",".join(f"'{o}'" for o in esi) + "]",
+        "finetune.max_steps=4",
+        "finetune.val_every_steps=2",
+        "finetune.bootstrap_samples=50",
+        f"results={tmp_path}/study.csv",
+    ]
+    with initialize_config_module(config_module="cofee.conf", version_base="1.3"):
+        study = validate_study(compose(config_name="study", overrides=overrides))
+    rows = run_study(study)
+    assert len(rows) == 2 * 2 * 2
+    assert {(r.variant, r.budget, r.seed) for r in rows} == {
+        (v, b, s) for v in ("baseline", "esi") for b in (0.02, 0.05) for s in (1, 2)
+    }
+    assert (tmp_path / "outputs" / "study-esi" / "esi" / "encoder" / "manifest.json").is_file()
+    with open(tmp_path / "study.csv", newline="") as handle:
+        assert len(list(csv.DictReader(handle))) == 8
+
+    # a rerun finds every row done and trains nothing
+    assert read_rows(tmp_path / "study.csv") == run_study(study)
+
+    table = markdown_table(rows)
+    assert table.count("\n") == 3 and "0.02 of train" in table and "| esi |" in table
+    assert update_readme(readme, table, "Settings: test")
+    text = readme.read_text()
+    assert text.startswith("# Title\n") and text.endswith("footer\n") and "old" not in text and table in text
+    write_plot(rows, tmp_path / "plot.png")
+    assert Image.open(tmp_path / "plot.png").size[0] > 300
