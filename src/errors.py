@@ -15,8 +15,12 @@ class InputFileError(CofeeError):
     def __init__(self, path: str | Path, message: str, line: int | None = None):
         self.path = str(path)
         self.line = line
+        self.message = message
         where = f"{self.path}:{line}" if line is not None else self.path
         super().__init__(f"{where}: {message}")
+
+    def __reduce__(self):  # picklable, so an error raised in a worker process reaches the parent intact
+        return (type(self), (self.path, self.message, self.line))
 
 
 class ConfigError(CofeeError):
@@ -24,4 +28,8 @@ class ConfigError(CofeeError):
 
     def __init__(self, key: str, message: str):
         self.key = key
+        self.message = message
         super().__init__(f"config key '{key}': {message}")
+
+    def __reduce__(self):
+        return (type(self), (self.key, self.message))

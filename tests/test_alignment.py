@@ -1,4 +1,10 @@
-from cofee.alignment import IGNORE_INDEX, AlignmentStats, encode_pretokenized, encode_sentences, special_tokens
+from cofee.alignment import (
+    IGNORE_INDEX,
+    AlignmentStats,
+    encode_pretokenized,
+    encode_sentences,
+    special_tokens,
+)
 from cofee.tagging import label_names, tags_to_spans
 
 LABELS = {name: i for i, name in enumerate(label_names("BIO", ["ENT"]))}
@@ -77,7 +83,9 @@ def test_pretokenized_words_map_one_to_one(tokenizer):
 
 def test_windows_carry_their_word_offset(tokenizer):
     tokens = [f"w{i}" for i in range(50)]
-    windows = encode_pretokenized(tokenizer, [tokens], [[(40, 42, "X")]], "BIO", {"O": 0, "B-X": 1, "I-X": 2}, 24)
+    windows = encode_pretokenized(
+        tokenizer, [tokens], [[(40, 42, "X")]], "BIO", {"O": 0, "B-X": 1, "I-X": 2}, 24
+    )
     offsets = [w.word_offset for w in windows]
     assert offsets[0] == 0 and offsets == sorted(offsets) and len(windows) > 2
     (holder,) = [w for w in windows if w.spans]

@@ -67,3 +67,11 @@ def test_manifest_errors_name_the_file(tmp_path):
     (tmp_path / "manifest.json").write_text("{not json")
     with pytest.raises(InputFileError, match="manifest.json:1"):
         read_export_manifest(tmp_path)
+
+
+def test_user_errors_survive_pickling_across_processes():
+    import pickle
+
+    error = pickle.loads(pickle.dumps(InputFileError("dump.xml", "truncated", line=7)))
+    assert str(error) == "dump.xml:7: truncated" and error.line == 7
+    assert str(pickle.loads(pickle.dumps(ConfigError("a.b", "bad")))) == "config key 'a.b': bad"

@@ -27,11 +27,15 @@ def test_fraction_subsets_are_nested_inside_each_other(wnut_splits):
 
 
 def test_datamodule_serves_one_word_per_gold_token(wnut_splits, tokenizer):
-    labels = {"O": 0} | {f"{p}-{t}": i for i, (p, t) in enumerate(((p, t) for t in wnut_splits.types for p in "BI"), 1)}
+    labels = {"O": 0} | {
+        f"{p}-{t}": i for i, (p, t) in enumerate(((p, t) for t in wnut_splits.types for p in "BI"), 1)
+    }
     dm = GoldNERDataModule(wnut_splits, tokenizer, labels, fraction=0.01)
     dm.setup()
     assert dm.stats["val"].dropped_spans == 0 and dm.stats["val"].split_spans == 0
-    assert sum(len(w.word_positions) for w in dm.windows["val"]) == sum(len(s.tokens) for s in wnut_splits.dev)
+    assert sum(len(w.word_positions) for w in dm.windows["val"]) == sum(
+        len(s.tokens) for s in wnut_splits.dev
+    )
     assert sum(len(w.spans) for w in dm.windows["test"]) == sum(len(s.spans) for s in wnut_splits.test)
 
 
@@ -70,9 +74,20 @@ def test_export_loads_in_pipeline_with_the_same_predictions(tiny_finetuned, tmp_
     out = tmp_path / "tags.jsonl"
     (tmp_path / "in.txt").write_text("\n".join(texts[:3]) + "\n", encoding="utf-8")
     subprocess.run(
-        [sys.executable, "-m", "cofee.cli.predict", str(folder), "--input", str(tmp_path / "in.txt"), "--output", str(out),
-         "--words", "tokenizer"],
-        check=True, capture_output=True,
+        [
+            sys.executable,
+            "-m",
+            "cofee.cli.predict",
+            str(folder),
+            "--input",
+            str(tmp_path / "in.txt"),
+            "--output",
+            str(out),
+            "--words",
+            "tokenizer",
+        ],
+        check=True,
+        capture_output=True,
     )
     lines = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
     assert [[(s["start"], s["end"], s["type"]) for s in line["spans"]] for line in lines] == theirs[:3]
@@ -91,18 +106,27 @@ def test_whitespace_words_follow_the_gold_tokens(tiny_finetuned, tmp_path):
     assert spans
     for span in spans:
         # entity edges fall on whitespace boundaries only
-        assert (span.start == 0 or text[span.start - 1] == " ") and (span.end == len(text) or text[span.end] == " ")
+        assert (span.start == 0 or text[span.start - 1] == " ") and (
+            span.end == len(text) or text[span.end] == " "
+        )
         assert span.text == text[span.start : span.end]
 
 
 def test_strict_and_lenient_readings_differ_only_on_broken_tags():
-    assert repair_tags(["O", "I-PER", "I-PER", "B-LOC", "I-ORG"], "BIO") == ["O", "B-PER", "I-PER", "B-LOC", "B-ORG"]
+    assert repair_tags(["O", "I-PER", "I-PER", "B-LOC", "I-ORG"], "BIO") == [
+        "O",
+        "B-PER",
+        "I-PER",
+        "B-LOC",
+        "B-ORG",
+    ]
     assert repair_tags(["B-PER", "I-PER", "O"], "BIO") == ["B-PER", "I-PER", "O"]
 
 
 def test_predict_cli_reports_a_missing_model_on_one_line(tmp_path):
     run = subprocess.run(
         [sys.executable, "-m", "cofee.cli.predict", str(tmp_path / "nope"), "--text", "hi"],
-        capture_output=True, text=True,
+        capture_output=True,
+        text=True,
     )
     assert run.returncode == 2 and run.stderr.count("\n") == 1 and "nope" in run.stderr

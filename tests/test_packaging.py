@@ -13,8 +13,18 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_regular_install_imports_every_package_and_config(tmp_path):
     target = tmp_path / "site"
     subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
-         "--target", str(target), str(ROOT)],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--no-deps",
+            "--no-build-isolation",
+            "--target",
+            str(target),
+            str(ROOT),
+        ],
         check=True,
         capture_output=True,
         cwd=tmp_path,
@@ -27,7 +37,11 @@ def test_regular_install_imports_every_package_and_config(tmp_path):
         "print((files('cofee.conf') / 'pretrain.yaml').is_file(), (files('cofee.conf') / 'stage' / 'esi.yaml').is_file())"
     )
     out = subprocess.run(
-        [sys.executable, "-c", probe], capture_output=True, text=True, cwd=tmp_path,
-        env={"PYTHONPATH": str(target), "PATH": "/usr/bin:/bin"}, check=True,
+        [sys.executable, "-c", probe],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={"PYTHONPATH": str(target), "PATH": "/usr/bin:/bin"},
+        check=True,
     ).stdout.split("\n")
     assert out[0].startswith(str(target)) and out[1] == "True True"

@@ -4,7 +4,15 @@ from hydra import compose, initialize_config_module
 from PIL import Image
 
 from cofee.config import validate_study
-from cofee.study import README_BEGIN, README_END, markdown_table, read_rows, run_study, update_readme, write_plot
+from cofee.study import (
+    README_BEGIN,
+    README_END,
+    markdown_table,
+    read_rows,
+    run_study,
+    update_readme,
+    write_plot,
+)
 
 
 def test_study_runs_variants_resumes_and_reports(tmp_path, small_dump):
