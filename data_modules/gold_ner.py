@@ -43,7 +43,11 @@ def load_gold_splits(
 ) -> GoldSplits:
     """User-given train/dev/test files, or the fixed seeded split of `source` (default WNUT16)."""
     if train_file or dev_file or test_file:
-        missing = [n for n, f in (("train_file", train_file), ("dev_file", dev_file), ("test_file", test_file)) if not f]
+        missing = [
+            n
+            for n, f in (("train_file", train_file), ("dev_file", dev_file), ("test_file", test_file))
+            if not f
+        ]
         if missing:
             from cofee.errors import ConfigError
 
@@ -96,7 +100,11 @@ class GoldNERDataModule(pl.LightningDataModule):
         if self.windows:
             return
         self.train_sentences = training_subset(self.splits.train, self.fraction, self.kshot, self.subset_seed)
-        for name, sentences in (("train", self.train_sentences), ("val", self.splits.dev), ("test", self.splits.test)):
+        for name, sentences in (
+            ("train", self.train_sentences),
+            ("val", self.splits.dev),
+            ("test", self.splits.test),
+        ):
             self.stats[name] = AlignmentStats()
             self.windows[name] = encode_pretokenized(
                 self.tokenizer,
@@ -110,8 +118,12 @@ class GoldNERDataModule(pl.LightningDataModule):
 
     def _loader(self, name: str, batch_size: int, train: bool) -> DataLoader:
         windows = self.windows[name]
-        sampler = LengthBucketBatchSampler([len(w) for w in windows], batch_size, shuffle=train, seed=self.seed)
-        return DataLoader(windows, batch_sampler=sampler, collate_fn=WindowCollator(self.tokenizer.pad_token_id))
+        sampler = LengthBucketBatchSampler(
+            [len(w) for w in windows], batch_size, shuffle=train, seed=self.seed
+        )
+        return DataLoader(
+            windows, batch_sampler=sampler, collate_fn=WindowCollator(self.tokenizer.pad_token_id)
+        )
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", self.batch_size, True)

@@ -36,7 +36,9 @@ class LinearChainCRF(nn.Module):
             alpha = torch.where(mask[:, t].unsqueeze(1).bool(), nxt, alpha)
         return torch.logsumexp(alpha + self.end, dim=1)
 
-    def neg_log_likelihood(self, emissions: torch.Tensor, tags: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def neg_log_likelihood(
+        self, emissions: torch.Tensor, tags: torch.Tensor, mask: torch.Tensor
+    ) -> torch.Tensor:
         """Mean over the batch of -log p(tags | emissions)."""
         emissions = emissions.float()
         return (self.log_partition(emissions, mask) - self.path_score(emissions, tags, mask)).mean()

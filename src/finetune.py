@@ -77,8 +77,17 @@ def finetune(
         encoder, cfg.optim, types, cfg.scheme, cfg.dropout, cfg.crf, bootstrap_samples=cfg.bootstrap_samples
     )
     data = GoldNERDataModule(
-        splits, tokenizer, module.head.label2id, cfg.scheme, fraction, kshot, subset_seed=seed, seed=seed,
-        max_length=cfg.max_length, batch_size=cfg.batch_size, eval_batch_size=cfg.eval_batch_size,
+        splits,
+        tokenizer,
+        module.head.label2id,
+        cfg.scheme,
+        fraction,
+        kshot,
+        subset_seed=seed,
+        seed=seed,
+        max_length=cfg.max_length,
+        batch_size=cfg.batch_size,
+        eval_batch_size=cfg.eval_batch_size,
     )
     data.setup()
     best = KeepBestWeights("finetune/val/f1", "max")

@@ -57,7 +57,9 @@ class TaggingHead(SpanHead):
         ]
 
 
-def gather_words(values: torch.Tensor, word_positions: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+def gather_words(
+    values: torch.Tensor, word_positions: Sequence[Sequence[int]]
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Pick each word's first sub-token row: [B, T, ...] -> [B, W, ...] plus a [B, W] word mask."""
     width = max(1, max(len(p) for p in word_positions))
     index = torch.zeros(len(word_positions), width, dtype=torch.long, device=values.device)

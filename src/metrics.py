@@ -50,7 +50,10 @@ def span_report(pred: Sequence[Sequence[Span]], gold: Sequence[Sequence[Span]]) 
     types = sorted({s[2] for seq in (*pred, *gold) for s in seq})
     per_type = {}
     for kind in types:
-        counts = [span_counts([s for s in p if s[2] == kind], [s for s in g if s[2] == kind]) for p, g in zip(pred, gold)]
+        counts = [
+            span_counts([s for s in p if s[2] == kind], [s for s in g if s[2] == kind])
+            for p, g in zip(pred, gold)
+        ]
         tp, fp, fn = (sum(c[i] for c in counts) for i in range(3))
         per_type[kind] = {**prf(tp, fp, fn), "support": tp + fn}
     micro = [span_counts(p, g) for p, g in zip(pred, gold)]

@@ -11,23 +11,25 @@ def model_card(result: dict) -> str:
     )
     low, high = test["micro"]["f1_ci95"]
     stages = " -> ".join(result["stages"]) or "none (the plain encoder)"
-    subset = f"k={result['kshot']} mentions per type" if result.get("kshot") else f"fraction {result['fraction']}"
+    subset = (
+        f"k={result['kshot']} mentions per type" if result.get("kshot") else f"fraction {result['fraction']}"
+    )
     return f"""---
 library_name: transformers
 pipeline_tag: token-classification
 tags: [ner, cofee]
 ---
-# {result['run_name']}: NER tagger fine-tuned with CoFEE
+# {result["run_name"]}: NER tagger fine-tuned with CoFEE
 
-- Encoder: `{result['encoder']}`; CoFEE pre-training stages behind it: {stages}
-- Gold data: {result['data']}; training subset: {subset} ({result['train_sentences']} sentences), seed {result['seed']}
-- Tagging: {result['scheme']} on first sub-tokens, labels in `config.json` (`id2label`); model selected on dev
-  F1 (best step {result['best_step']}), test scored once.
+- Encoder: `{result["encoder"]}`; CoFEE pre-training stages behind it: {stages}
+- Gold data: {result["data"]}; training subset: {subset} ({result["train_sentences"]} sentences), seed {result["seed"]}
+- Tagging: {result["scheme"]} on first sub-tokens, labels in `config.json` (`id2label`); model selected on dev
+  F1 (best step {result["best_step"]}), test scored once.
 
 ## Test scores (seqeval strict, exact span and type)
-Micro F1 **{test['micro']['f1']:.3f}** (95% bootstrap interval {low:.3f}-{high:.3f}), precision
-{test['micro']['precision']:.3f}, recall {test['micro']['recall']:.3f}; type-agnostic span F1 {test['untyped']['f1']:.3f};
-dev F1 {result['dev_f1']:.3f}.
+Micro F1 **{test["micro"]["f1"]:.3f}** (95% bootstrap interval {low:.3f}-{high:.3f}), precision
+{test["micro"]["precision"]:.3f}, recall {test["micro"]["recall"]:.3f}; type-agnostic span F1 {test["untyped"]["f1"]:.3f};
+dev F1 {result["dev_f1"]:.3f}.
 
 | type | precision | recall | F1 | support |
 |---|---|---|---|---|

@@ -59,7 +59,9 @@ class Tagger:
         folder = Path(folder)
         if not (folder / "config.json").is_file():
             raise ConfigError("model", f"'{folder}' is not an exported model folder (no config.json)")
-        self.model = AutoModelForTokenClassification.from_pretrained(str(folder), local_files_only=True).eval()
+        self.model = AutoModelForTokenClassification.from_pretrained(
+            str(folder), local_files_only=True
+        ).eval()
         self.model.to(device)
         self.tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
         self.labels = [self.model.config.id2label[i] for i in range(self.model.config.num_labels)]
@@ -69,23 +71,30 @@ class Tagger:
         self.device = device
 
     @torch.no_grad()
-    def __call__(self, texts: Sequence[str], words: str = "whitespace", strict: bool = False) -> list[list[PredictedSpan]]:
+    def __call__(
+        self, texts: Sequence[str], words: str = "whitespace", strict: bool = False
+    ) -> list[list[PredictedSpan]]:
         label2id = {label: i for i, label in enumerate(self.labels)}
         no_spans = [[] for _ in texts]
         if words == "tokenizer":
-            windows = encode_sentences(self.tokenizer, texts, no_spans, self.scheme, label2id, self.max_length)
+            windows = encode_sentences(
+                self.tokenizer, texts, no_spans, self.scheme, label2id, self.max_length
+            )
             offsets = None  # the windows carry character offsets into the text itself
         else:
             offsets = [word_offsets(t, words) for t in texts]
             tokens = [[t[s:e] for s, e in o] for t, o in zip(texts, offsets)]
-            windows = encode_pretokenized(self.tokenizer, tokens, no_spans, self.scheme, label2id, self.max_length)
+            windows = encode_pretokenized(
+                self.tokenizer, tokens, no_spans, self.scheme, label2id, self.max_length
+            )
         collate = WindowCollator(self.tokenizer.pad_token_id)
         results: list[list[PredictedSpan]] = [[] for _ in texts]
         for i in range(0, len(windows), self.batch_size):
             chunk = windows[i : i + self.batch_size]
             batch = collate(chunk)
             logits = self.model(
-                input_ids=batch["input_ids"].to(self.device), attention_mask=batch["attention_mask"].to(self.device)
+                input_ids=batch["input_ids"].to(self.device),
+                attention_mask=batch["attention_mask"].to(self.device),
             ).logits
             best = logits.argmax(-1).tolist()
             for window, row in zip(chunk, best):
@@ -93,7 +102,11 @@ class Tagger:
                 if not strict:
                     tags = repair_tags(tags, self.scheme)
                 text = texts[window.sentence_index]
-                chars = window.word_char_spans if offsets is None else offsets[window.sentence_index][window.word_offset :]
+                chars = (
+                    window.word_char_spans
+                    if offsets is None
+                    else offsets[window.sentence_index][window.word_offset :]
+                )
                 for s, e, kind in tags_to_spans(tags, self.scheme):
                     start, end = chars[s][0], chars[e - 1][1]
                     results[window.sentence_index].append(PredictedSpan(start, end, kind, text[start:end]))

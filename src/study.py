@@ -85,7 +85,12 @@ def run_study(study: StudyConfig, trainer_kwargs: dict | None = None) -> list[St
 
     data = study.data
     splits = load_gold_splits(
-        data.source, data.split_dir, study.finetune.scheme, data.split_seed, data.train_file, data.dev_file,
+        data.source,
+        data.split_dir,
+        study.finetune.scheme,
+        data.split_seed,
+        data.train_file,
+        data.dev_file,
         data.test_file,
     )
     results = Path(study.results)
@@ -95,22 +100,44 @@ def run_study(study: StudyConfig, trainer_kwargs: dict | None = None) -> list[St
     for variant, overrides in study.variants.items():
         encoder = pretrain_variant(study, variant, overrides)
         settings = stable_hash(
-            {"finetune": to_plain(study.finetune), "data": to_plain(study.data),
-             "model": to_plain(study.model), "variant": overrides}
+            {
+                "finetune": to_plain(study.finetune),
+                "data": to_plain(study.data),
+                "model": to_plain(study.model),
+                "variant": overrides,
+            }
         )
         for protocol, budget in budgets:
             for seed in study.seeds:
                 if (variant, protocol, budget, seed, settings) in done:
                     continue
                 kwargs = {"fraction": budget} if protocol == "fraction" else {"kshot": int(budget)}
-                result = finetune(splits, study.finetune, encoder, study.model, seed=seed,
-                                  trainer_kwargs=trainer_kwargs, **kwargs)
+                result = finetune(
+                    splits,
+                    study.finetune,
+                    encoder,
+                    study.model,
+                    seed=seed,
+                    trainer_kwargs=trainer_kwargs,
+                    **kwargs,
+                )
                 micro = result.test["micro"]
                 row = StudyRow(
-                    variant, protocol, budget, seed, result.train_sentences, round(result.dev_f1, 4),
-                    round(micro["f1"], 4), round(micro["f1_ci95"][0], 4), round(micro["f1_ci95"][1], 4),
-                    round(micro["precision"], 4), round(micro["recall"], 4),
-                    round(result.test["untyped"]["f1"], 4), result.best_step, result.seconds, settings,
+                    variant,
+                    protocol,
+                    budget,
+                    seed,
+                    result.train_sentences,
+                    round(result.dev_f1, 4),
+                    round(micro["f1"], 4),
+                    round(micro["f1_ci95"][0], 4),
+                    round(micro["f1_ci95"][1], 4),
+                    round(micro["precision"], 4),
+                    round(micro["recall"], 4),
+                    round(result.test["untyped"]["f1"], 4),
+                    result.best_step,
+                    result.seconds,
+                    settings,
                 )
                 rows.append(row)
                 write_rows(results, rows)
@@ -146,7 +173,9 @@ def markdown_table(rows: list[StudyRow]) -> str:
         cells = []
         for p, b in budgets:
             s = summary.get((v, p, b))
-            cells.append(f"{s['mean']:.3f} ± {s['std']:.3f} (median {s['median']:.3f}, n={s['n']})" if s else "–")
+            cells.append(
+                f"{s['mean']:.3f} ± {s['std']:.3f} (median {s['median']:.3f}, n={s['n']})" if s else "–"
+            )
         lines.append(f"| {v} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

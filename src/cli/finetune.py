@@ -25,11 +25,22 @@ def main(cfg: DictConfig) -> None:
 
         data = root.data
         splits = load_gold_splits(
-            data.source, data.split_dir, root.finetune.scheme, data.split_seed,
-            data.train_file, data.dev_file, data.test_file,
+            data.source,
+            data.split_dir,
+            root.finetune.scheme,
+            data.split_seed,
+            data.train_file,
+            data.dev_file,
+            data.test_file,
         )
         result = finetune(
-            splits, root.finetune, root.init_from, root.model, root.fraction, root.kshot, root.seed,
+            splits,
+            root.finetune,
+            root.init_from,
+            root.model,
+            root.fraction,
+            root.kshot,
+            root.seed,
             trainer_kwargs={"accelerator": root.trainer.accelerator, "devices": 1},
         )
         summary = export_finetuned(result, root, Path(root.paths.output_dir))

@@ -17,10 +17,16 @@ def main(argv: list[str] | None = None) -> None:
     source.add_argument("--text", help="one sentence to tag")
     source.add_argument("--input", help="a UTF-8 file, one sentence (or document) per line; - for stdin")
     parser.add_argument("--output", help="write JSON lines here (atomically) instead of printing")
-    parser.add_argument("--words", choices=["whitespace", "chars", "tokenizer"], default="whitespace",
-                        help="word units: whitespace chunks (as gold tokens), characters, or the tokenizer's "
-                        "words (reproduces transformers' pipeline)")
-    parser.add_argument("--strict", action="store_true", help="drop I- tags that follow O (as the evaluation)")
+    parser.add_argument(
+        "--words",
+        choices=["whitespace", "chars", "tokenizer"],
+        default="whitespace",
+        help="word units: whitespace chunks (as gold tokens), characters, or the tokenizer's "
+        "words (reproduces transformers' pipeline)",
+    )
+    parser.add_argument(
+        "--strict", action="store_true", help="drop I- tags that follow O (as the evaluation)"
+    )
     args = parser.parse_args(argv)
     with user_errors("cofee-predict"):
         from cofee.errors import InputFileError

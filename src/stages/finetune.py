@@ -26,7 +26,9 @@ class FinetuneModule(StageModule):
         bootstrap_samples: int = 1000,
     ):
         head_class = CRFTaggingHead if crf else TaggingHead
-        super().__init__(encoder, head_class(encoder.config.hidden_size, scheme, list(types), dropout), optim, True)
+        super().__init__(
+            encoder, head_class(encoder.config.hidden_size, scheme, list(types), dropout), optim, True
+        )
         self.save_hyperparameters({"types": list(types), "scheme": scheme, "dropout": dropout, "crf": crf})
         self.bootstrap_samples = bootstrap_samples
         self._test_pred: list = []
