@@ -7,6 +7,7 @@ Run: python -m benchmarks.bench_esi   (writes benchmarks/results/esi_training.js
 from __future__ import annotations
 
 import copy
+import statistics
 import time
 
 import pytorch_lightning as pl
@@ -21,8 +22,9 @@ from cofee.stages.base import OptimConfig
 from cofee.stages.esi import ENTITY_TYPE, ESIModule
 from cofee.wiki.build_anchors import AnchorBuildConfig, build_anchor_corpus, default_dump_path, iter_corpus
 
-STEPS = 40
-WARMUP = 3
+STEPS = 12  # timed steps per trial
+WARMUP = 2
+ROUNDS = 3  # trials alternate between the variants, so load changes on a shared machine hit all alike
 BATCH = 16
 MAX_LENGTH = 128
 
@@ -101,9 +103,12 @@ def run() -> dict:
     bucketed = make_batches(tokenizer, label2id, bucket=True)
     fixed = make_batches(tokenizer, label2id, bucket=False, pad_to=MAX_LENGTH)
 
-    plain = plain_loop(copy.deepcopy(base), bucketed)
-    stage = lightning_stage(copy.deepcopy(base), bucketed)
-    plain_fixed = plain_loop(copy.deepcopy(base), fixed)
+    trials = {"plain": [], "lightning": [], "plain_fixed": []}
+    for _ in range(ROUNDS):
+        trials["plain"].append(plain_loop(copy.deepcopy(base), bucketed))
+        trials["lightning"].append(lightning_stage(copy.deepcopy(base), bucketed))
+        trials["plain_fixed"].append(plain_loop(copy.deepcopy(base), fixed))
+    plain, stage, plain_fixed = (statistics.median(trials[k]) for k in ("plain", "lightning", "plain_fixed"))
     figures = [
         figure(
             "esi_lightning_vs_plain_loop",

@@ -270,9 +270,9 @@ def test_readers_validate(tmp_path):
 
 
 def test_bad_config_and_missing_dump(tmp_path):
-    with pytest.raises(ConfigError, match="shard_size"):
+    with pytest.raises(ConfigError, match="data.anchors.build.shard_size"):
         build(tmp_path / "x", AnchorBuildConfig(shard_size=0))
-    with pytest.raises(ConfigError, match="num_workers"):
+    with pytest.raises(ConfigError, match="data.anchors.build_workers"):
         build(tmp_path / "x", num_workers=0)
     with pytest.raises(InputFileError, match="not found"):
         build_anchor_corpus(tmp_path / "missing.xml", tmp_path / "x", progress=False)

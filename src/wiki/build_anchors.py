@@ -92,14 +92,16 @@ class AnchorBuildConfig:
                 "min_anchors_per_sentence", f"must be >= 0, got {self.min_anchors_per_sentence}"
             )
         if self.min_sentence_chars < 0:
-            raise ConfigError("min_sentence_chars", f"must be >= 0, got {self.min_sentence_chars}")
+            raise ConfigError(
+                "data.anchors.build.min_sentence_chars", f"must be >= 0, got {self.min_sentence_chars}"
+            )
         if self.max_sentence_chars < max(1, self.min_sentence_chars):
             raise ConfigError(
-                "max_sentence_chars",
+                "data.anchors.build.max_sentence_chars",
                 f"must be >= 1 and >= min_sentence_chars ({self.min_sentence_chars}), got {self.max_sentence_chars}",
             )
         if self.shard_size < 1:
-            raise ConfigError("shard_size", f"must be >= 1, got {self.shard_size}")
+            raise ConfigError("data.anchors.build.shard_size", f"must be >= 1, got {self.shard_size}")
 
 
 def _starts_capitalised(surface: str) -> bool:
@@ -369,7 +371,7 @@ def build_anchor_corpus(
     config = config or AnchorBuildConfig()
     config.validate()
     if num_workers < 1:
-        raise ConfigError("num_workers", f"must be >= 1, got {num_workers}")
+        raise ConfigError("data.anchors.build_workers", f"must be >= 1, got {num_workers}")
     dump_path = Path(dump_path)
     out_dir = Path(out_dir)
     if not dump_path.is_file():
