@@ -5,11 +5,12 @@ import torch
 from transformers import AutoModel
 
 from cofee.config import validate
-from cofee.data_modules.wiki_anchor import WikiAnchorDataModule
+from cofee.data_modules.wiki_anchor import WikiAnchorDataModule, is_dev_page
 from cofee.pretrain import run_curriculum
 from cofee.stages.base import OptimConfig
 from cofee.stages.esi import ESIModule
 from cofee.tagging import label_names
+from cofee.wiki.build_anchors import iter_corpus
 
 
 def _smoke_cfg(compose_cfg, tmp_path, dump, *extra):
@@ -37,10 +38,12 @@ def test_datamodule_holds_out_whole_pages(tokenizer, small_dump, tmp_path):
     assert dm.stats["train"].spans > 0 and dm.stats["train"].dropped_spans == 0
     batch = next(iter(dm.train_dataloader()))
     assert batch["input_ids"].shape == batch["labels"].shape
-    train_pages = {w.sentence_index for w in dm.train_windows}
-    assert (
-        len(train_pages) == len(dm.train_windows) or dm.stats["train"].windows > dm.stats["train"].sentences
-    )
+    records = list(iter_corpus(tmp_path / "corpus"))
+    pages = {r["page_id"] for r in records}
+    dev_pages = {p for p in pages if is_dev_page(p, 0.2, 0)}
+    assert 0 < len(dev_pages) < len(pages)
+    assert dm.stats["val"].sentences == sum(r["page_id"] in dev_pages for r in records)
+    assert dm.stats["train"].sentences == len(records) - dm.stats["val"].sentences
 
 
 def test_fast_dev_run_trains_and_exports(compose_cfg, tmp_path, small_dump):
