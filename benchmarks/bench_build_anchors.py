@@ -21,18 +21,15 @@ from __future__ import annotations
 
 import json
 import re
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-from cofee.io_utils import atomic_write_json
+from benchmarks.common import figure, write_results
 from cofee.wiki.build_anchors import AnchorBuildConfig, build_anchor_corpus, default_dump_path
 from cofee.wiki.dump import DumpReader
 from cofee.wiki.sentences import split_sentences
 from cofee.wiki.wikitext import WikitextCleaner
-
-RESULTS = Path(__file__).parent / "results" / "build_anchors.json"
 
 
 def _xml_megabytes(dump: Path) -> float:
@@ -116,21 +113,6 @@ def _best(fn, repeats: int) -> float:
     return best
 
 
-def _figure(name, value, unit, baseline, target, higher_is_better=True, note=""):
-    ratio = value / baseline if baseline else None
-    met = ratio is not None and ratio >= target if higher_is_better else None
-    return {
-        "name": name,
-        "value": round(value, 3),
-        "unit": unit,
-        "baseline": round(baseline, 3),
-        "ratio": round(ratio, 3) if ratio is not None else None,
-        "target": target,
-        "met": bool(met),
-        "note": note,
-    }
-
-
 def run(repeats: int = 3) -> dict:
     dump = default_dump_path()
     megabytes = _xml_megabytes(dump)
@@ -176,7 +158,7 @@ def run(repeats: int = 3) -> dict:
 
     ceiling = _parallel_ceiling()
     figures = [
-        _figure(
+        figure(
             "clean_mb_per_s_1proc",
             megabytes / t_ours_clean,
             "MB/s",
@@ -184,7 +166,7 @@ def run(repeats: int = 3) -> dict:
             1.0,
             note=f"clean+anchors+sentences vs {baseline_name}, same page texts, one process",
         ),
-        _figure(
+        figure(
             "build_mb_per_s_1proc",
             megabytes / t_build_1,
             "MB/s",
@@ -192,7 +174,7 @@ def run(repeats: int = 3) -> dict:
             1.0,
             note=f"whole build (decompress, parse, clean, split, write, redirects) vs decompress+parse+{baseline_name}",
         ),
-        _figure(
+        figure(
             "build_speedup_2proc",
             t_build_1 / t_build_2,
             "x",
@@ -204,30 +186,25 @@ def run(repeats: int = 3) -> dict:
             ),
         ),
     ]
-    return {
-        "benchmark": "build_anchors",
-        "figures": figures,
-        "details": {
-            "dump": dump.name,
-            "xml_megabytes": round(megabytes, 3),
-            "pages": len(pages),
-            "seconds": {
-                "ours_clean": round(t_ours_clean, 3),
-                "baseline_clean": round(t_theirs_clean, 3),
-                "baseline_parse_and_clean": round(t_theirs_build, 3),
-                "build_1proc": round(t_build_1, 3),
-                "build_2proc": round(t_build_2, 3),
-            },
-            "counts": counts,
-            "two_process_ceiling_pure_cpu": round(ceiling, 3),
-            "baseline": baseline_name,
-            "repeats": repeats,
-            "python": sys.version.split()[0],
+    details = {
+        "dump": dump.name,
+        "xml_megabytes": round(megabytes, 3),
+        "pages": len(pages),
+        "seconds": {
+            "ours_clean": round(t_ours_clean, 3),
+            "baseline_clean": round(t_theirs_clean, 3),
+            "baseline_parse_and_clean": round(t_theirs_build, 3),
+            "build_1proc": round(t_build_1, 3),
+            "build_2proc": round(t_build_2, 3),
         },
+        "counts": counts,
+        "two_process_ceiling_pure_cpu": round(ceiling, 3),
+        "baseline": baseline_name,
+        "repeats": repeats,
     }
+    path = write_results("build_anchors", figures, details=details)
+    return {"path": str(path), "figures": figures}
 
 
 if __name__ == "__main__":
-    result = run()
-    atomic_write_json(RESULTS, result)
-    print(json.dumps(result, indent=2))
+    print(json.dumps(run(), indent=2))

@@ -57,6 +57,13 @@ def load_gold_splits(
     return GoldSplits(*(read_gold(split.path(name), scheme=scheme) for name in ("train", "dev", "test")))
 
 
+def splits_from_config(data, scheme: str) -> GoldSplits:
+    """`load_gold_splits` from a `data` config section (conf/data/wnut16.yaml)."""
+    return load_gold_splits(
+        data.source, data.split_dir, scheme, data.split_seed, data.train_file, data.dev_file, data.test_file
+    )
+
+
 def training_subset(
     train: list[GoldSentence], fraction: float = 1.0, kshot: int | None = None, seed: int = 0
 ) -> list[GoldSentence]:

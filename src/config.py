@@ -121,12 +121,9 @@ class GoldDataConfig:
 
 
 @dataclass
-class FinetuneRootConfig:
-    seed: int = 0
-    run_name: str = "finetune"
-    init_from: str | None = None
-    fraction: float = 1.0
-    kshot: int | None = None
+class GoldRunConfig:
+    """What every run on gold data has: where, which encoder, which data, how to fine-tune."""
+
     paths: PathsConfig = field(default_factory=PathsConfig)
     model: EncoderConfig = field(default_factory=EncoderConfig)
     data: GoldDataConfig = field(default_factory=GoldDataConfig)
@@ -136,7 +133,16 @@ class FinetuneRootConfig:
 
 
 @dataclass
-class StudyConfig:
+class FinetuneRootConfig(GoldRunConfig):
+    seed: int = 0
+    run_name: str = "finetune"
+    init_from: str | None = None
+    fraction: float = 1.0
+    kshot: int | None = None
+
+
+@dataclass
+class StudyConfig(GoldRunConfig):
     run_name: str = "study"
     seeds: list[int] = field(default_factory=lambda: [1, 2, 3])
     fractions: list[float] = field(default_factory=lambda: [0.05, 0.25, 1.0])
@@ -145,12 +151,6 @@ class StudyConfig:
     results: str = "results/study.csv"
     plot: str = "docs/low_resource.png"
     readme: str | None = "README.md"
-    paths: PathsConfig = field(default_factory=PathsConfig)
-    model: EncoderConfig = field(default_factory=EncoderConfig)
-    data: GoldDataConfig = field(default_factory=GoldDataConfig)
-    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
-    trainer: TrainerConfig = field(default_factory=TrainerConfig)
-    logger: LoggerConfig = field(default_factory=LoggerConfig)
 
 
 def validate_study(cfg: DictConfig) -> StudyConfig:

@@ -80,19 +80,10 @@ def pretrain_variant(study: StudyConfig, name: str, overrides: list[str] | None)
 
 
 def run_study(study: StudyConfig, trainer_kwargs: dict | None = None) -> list[StudyRow]:
-    from .data_modules.gold_ner import load_gold_splits
+    from .data_modules.gold_ner import splits_from_config
     from .finetune import finetune
 
-    data = study.data
-    splits = load_gold_splits(
-        data.source,
-        data.split_dir,
-        study.finetune.scheme,
-        data.split_seed,
-        data.train_file,
-        data.dev_file,
-        data.test_file,
-    )
+    splits = splits_from_config(study.data, study.finetune.scheme)
     results = Path(study.results)
     rows = read_rows(results)
     done = {(r.variant, r.protocol, r.budget, r.seed, r.settings) for r in rows}

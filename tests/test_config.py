@@ -74,3 +74,19 @@ def test_cli_rejects_wrong_key_and_value_at_start_up(tmp_path):
     error_lines = [line for line in wrong_value.stderr.splitlines() if "error" in line]
     assert error_lines == [error_lines[0]] and "stages.esi.max_epochs" in error_lines[0]
     assert not (tmp_path / "outputs" / "default" / "esi").exists()
+
+
+def test_finetune_and_study_configs_validate(tmp_path):
+    from hydra import compose, initialize_config_module
+
+    from cofee.config import validate_finetune, validate_study
+
+    with initialize_config_module(config_module="cofee.conf", version_base="1.3"):
+        finetune = validate_finetune(compose(config_name="finetune", overrides=["kshot=4", "model=tiny"]))
+        study = validate_study(compose(config_name="study"))
+        with pytest.raises(ConfigError, match="'fraction'"):
+            validate_finetune(compose(config_name="finetune", overrides=["fraction=2"]))
+        with pytest.raises(ConfigError, match="'finetune.scheme'"):
+            validate_finetune(compose(config_name="finetune", overrides=["finetune.scheme=BIOZ"]))
+    assert finetune.kshot == 4 and finetune.data.split_dir == "./data/gold/wnut16"
+    assert set(study.variants) == {"baseline", "esi"} and study.variants["baseline"] is None

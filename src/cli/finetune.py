@@ -20,19 +20,10 @@ log = logging.getLogger("cofee-finetune")
 def main(cfg: DictConfig) -> None:
     with user_errors("cofee-finetune"):
         root = validate_finetune(cfg)
-        from cofee.data_modules.gold_ner import load_gold_splits
+        from cofee.data_modules.gold_ner import splits_from_config
         from cofee.finetune import export_finetuned, finetune
 
-        data = root.data
-        splits = load_gold_splits(
-            data.source,
-            data.split_dir,
-            root.finetune.scheme,
-            data.split_seed,
-            data.train_file,
-            data.dev_file,
-            data.test_file,
-        )
+        splits = splits_from_config(root.data, root.finetune.scheme)
         result = finetune(
             splits,
             root.finetune,
