@@ -11,7 +11,7 @@ export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 export WANDB_MODE ?= offline
 
-.PHONY: help install test test-slow pretrain-all build-anchors bench lint format clean
+.PHONY: help install test test-slow pretrain-all build-anchors bench study lint format clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-14s %s\n", $$1, $$2}'
@@ -39,8 +39,12 @@ pretrain-all: $(STAMP)  ## build the corpus, then run the curriculum on the defa
 	$(BIN)/cofee-build-anchors $(ARGS)
 	$(BIN)/cofee-pretrain $(ARGS)
 
-bench: $(STAMP)  ## run the benchmarks; figures go to benchmarks/results/*.json
+bench: $(STAMP)  ## run the benchmarks; figures go to benchmarks/results/*.json and the README table
 	$(BIN)/python -m benchmarks.run_all $(BENCH)
+	$(BIN)/python -m benchmarks.report README.md
+
+study: $(STAMP)  ## the low-resource study (conf/study.yaml): results/study.csv, README table, docs/low_resource.png
+	$(BIN)/cofee-study $(ARGS)
 
 lint: $(STAMP)  ## ruff check and format check
 	$(BIN)/ruff check .

@@ -82,3 +82,20 @@ def atomic_directory(final: str | Path) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def replace_marked_block(path: str | Path, name: str, body: str) -> bool:
+    """Rewrite the text between `<!-- name:begin -->` and `<!-- name:end -->` in a document.
+
+    Returns False (and writes nothing) when the file or its markers are missing."""
+    path = Path(path)
+    begin, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
+    if not path.is_file():
+        return False
+    text = path.read_text(encoding="utf-8")
+    if begin not in text or end not in text:
+        return False
+    head, rest = text.split(begin, 1)
+    _, tail = rest.split(end, 1)
+    atomic_write_text(path, f"{head}{begin}\n{body}\n{end}{tail}")
+    return True

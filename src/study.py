@@ -15,11 +15,9 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 from .config import StudyConfig, to_plain
-from .io_utils import atomic_write_text, stable_hash
+from .io_utils import atomic_write_text, replace_marked_block, stable_hash
 
 log = logging.getLogger(__name__)
-README_BEGIN = "<!-- study:begin -->"
-README_END = "<!-- study:end -->"
 
 
 @dataclass
@@ -203,12 +201,4 @@ def write_plot(rows: list[StudyRow], path: Path) -> None:
 
 def update_readme(readme: Path, table: str, settings: str) -> bool:
     """Rewrite the block between the study markers; False when the README has no markers."""
-    if not readme.is_file():
-        return False
-    text = readme.read_text(encoding="utf-8")
-    if README_BEGIN not in text or README_END not in text:
-        return False
-    head, rest = text.split(README_BEGIN, 1)
-    _, tail = rest.split(README_END, 1)
-    atomic_write_text(readme, f"{head}{README_BEGIN}\n{settings}\n\n{table}\n{README_END}{tail}")
-    return True
+    return replace_marked_block(readme, "study", f"{settings}\n\n{table}")

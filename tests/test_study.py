@@ -5,8 +5,6 @@ from PIL import Image
 
 from cofee.config import validate_study
 from cofee.study import (
-    README_BEGIN,
-    README_END,
     markdown_table,
     read_rows,
     run_study,
@@ -17,7 +15,7 @@ from cofee.study import (
 
 def test_study_runs_variants_resumes_and_reports(tmp_path, small_dump):
     readme = tmp_path / "README.md"
-    readme.write_text(f"# Title\n{README_BEGIN}\nold\n{README_END}\nfooter\n", encoding="utf-8")
+    readme.write_text("# Title\n<!-- study:begin -->\nold\n<!-- study:end -->\nfooter\n", encoding="utf-8")
     esi = [
         "experiment=smoke",
         f"data.anchors.dump={small_dump}",

@@ -1,0 +1,32 @@
+"""Render benchmarks/results/*.json as the README's benchmark table (between the bench markers)."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from benchmarks.common import RESULTS
+from cofee.io_utils import replace_marked_block
+
+
+def table() -> str:
+    lines = [
+        "| benchmark | figure | value | baseline | ratio | target | met |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for path in sorted(RESULTS.glob("*.json")):
+        result = json.loads(path.read_text(encoding="utf-8"))
+        for f in result["figures"]:
+            lines.append(
+                f"| {result['benchmark']} | {f['name']} | {f['value']:g} {f['unit']} | {f['baseline']:g} | "
+                f"{f['ratio']:.2f} | {f['target']:g} | {'yes' if f['met'] else '**no**'} |"
+            )
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    body = table()
+    print(body)
+    sys.exit(
+        0 if replace_marked_block(sys.argv[1] if len(sys.argv) > 1 else "README.md", "bench", body) else 1
+    )
