@@ -169,6 +169,40 @@ def markdown_table(rows: list[StudyRow]) -> str:
     return "\n".join(lines)
 
 
+def paired_table(rows: list[StudyRow], reference: str = "baseline") -> str:
+    """Per cell, the mean and spread of (variant - reference) test F1 over seeds run by both: the same
+    seed means the same training subset and order, so seed-to-seed noise largely cancels."""
+    by_key = {(r.variant, r.protocol, r.budget, r.seed): r.test_f1 for r in rows}
+    budgets = sorted({(r.protocol, r.budget) for r in rows}, key=lambda x: (x[0] != "fraction", x[1]))
+    lines = [
+        "| variant - "
+        + reference
+        + " | "
+        + " | ".join(f"{b:g} of train" if p == "fraction" else f"{int(b)}-shot" for p, b in budgets)
+        + " |",
+        "|---" * (len(budgets) + 1) + "|",
+    ]
+    for variant in dict.fromkeys(r.variant for r in rows):
+        if variant == reference:
+            continue
+        cells = []
+        for p, b in budgets:
+            diffs = [
+                by_key[(variant, p, b, s)] - by_key[(reference, p, b, s)]
+                for (v, pp, bb, s) in by_key
+                if v == variant and (pp, bb) == (p, b) and (reference, p, b, s) in by_key
+            ]
+            spread = statistics.stdev(diffs) if len(diffs) > 1 else 0.0
+            wins = sum(d > 0 for d in diffs)
+            cells.append(
+                f"{statistics.fmean(diffs):+.3f} ± {spread:.3f} ({wins}/{len(diffs)} seeds up)"
+                if diffs
+                else "–"
+            )
+        lines.append(f"| {variant} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def write_plot(rows: list[StudyRow], path: Path) -> None:
     import matplotlib
 

@@ -6,6 +6,7 @@ from PIL import Image
 from cofee.config import validate_study
 from cofee.study import (
     markdown_table,
+    paired_table,
     read_rows,
     run_study,
     update_readme,
@@ -51,6 +52,11 @@ def test_study_runs_variants_resumes_and_reports(tmp_path, small_dump):
     assert read_rows(tmp_path / "study.csv") == run_study(study)
 
     table = markdown_table(rows)
+    paired = paired_table(rows)
+    assert paired.count("\n") == 2 and "| esi |" in paired and "seeds up" in paired
+    by = {(r.variant, r.budget, r.seed): r.test_f1 for r in rows}
+    mean_diff = sum(by[("esi", 0.02, s)] - by[("baseline", 0.02, s)] for s in (1, 2)) / 2
+    assert f"| esi | {mean_diff:+.3f} ± " in paired
     assert table.count("\n") == 3 and "0.02 of train" in table and "| esi |" in table
     assert update_readme(readme, table, "Settings: test")
     text = readme.read_text()

@@ -19,10 +19,12 @@ log = logging.getLogger("cofee-study")
 def main(cfg: DictConfig) -> None:
     with user_errors("cofee-study"):
         study = validate_study(cfg)
-        from cofee.study import markdown_table, run_study, update_readme, write_plot
+        from cofee.study import markdown_table, paired_table, run_study, update_readme, write_plot
 
         rows = run_study(study, trainer_kwargs={"accelerator": study.trainer.accelerator, "devices": 1})
         table = markdown_table(rows)
+        if "baseline" in study.variants:
+            table += "\n\nPaired with the baseline (same seed, same subset):\n\n" + paired_table(rows)
         write_plot(rows, Path(study.plot))
         ft = study.finetune
         settings = (
