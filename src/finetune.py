@@ -167,6 +167,7 @@ def export_finetuned(result: FinetuneResult, root, out_dir: Path) -> dict:
         "kshot": root.kshot,
         "seed": root.seed,
         "scheme": root.finetune.scheme,
+        "crf": root.finetune.crf,
         "dev_f1": result.dev_f1,
         "best_step": result.best_step,
         "train_sentences": result.train_sentences,

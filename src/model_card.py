@@ -11,6 +11,12 @@ def model_card(result: dict) -> str:
     )
     low, high = test["micro"]["f1_ci95"]
     stages = " -> ".join(result["stages"]) or "none (the plain encoder)"
+    crf_note = (
+        "\n- CRF: trained with a linear-chain CRF; this export holds the emission layer only, so the\n"
+        "  pipeline and `cofee-predict` decode each word on its own, without the CRF's transitions."
+        if result.get("crf")
+        else ""
+    )
     subset = (
         f"k={result['kshot']} mentions per type" if result.get("kshot") else f"fraction {result['fraction']}"
     )
@@ -24,7 +30,7 @@ tags: [ner, cofee]
 - Encoder: `{result["encoder"]}`; CoFEE pre-training stages behind it: {stages}
 - Gold data: {result["data"]}; training subset: {subset} ({result["train_sentences"]} sentences), seed {result["seed"]}
 - Tagging: {result["scheme"]} on first sub-tokens, labels in `config.json` (`id2label`); model selected on dev
-  F1 (best step {result["best_step"]}), test scored once.
+  F1 (best step {result["best_step"]}), test scored once.{crf_note}
 
 ## Test scores (seqeval strict, exact span and type)
 Micro F1 **{test["micro"]["f1"]:.3f}** (95% bootstrap interval {low:.3f}-{high:.3f}), precision

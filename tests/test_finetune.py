@@ -130,3 +130,27 @@ def test_predict_cli_reports_a_missing_model_on_one_line(tmp_path):
         text=True,
     )
     assert run.returncode == 2 and run.stderr.count("\n") == 1 and "nope" in run.stderr
+
+
+def test_model_card_states_data_scores_and_the_crf_caveat(tiny_finetuned):
+    from cofee.model_card import model_card
+
+    summary = {
+        "run_name": "r",
+        "encoder": "tiny",
+        "stages": ["esi"],
+        "data": "WNUT16",
+        "fraction": 0.02,
+        "kshot": None,
+        "seed": 1,
+        "scheme": "BIO",
+        "crf": True,
+        "dev_f1": tiny_finetuned.dev_f1,
+        "best_step": tiny_finetuned.best_step,
+        "train_sentences": 38,
+        "test": tiny_finetuned.test,
+    }
+    card = model_card(summary)
+    assert "stages behind it: esi" in card and "fraction 0.02 (38 sentences)" in card
+    assert "emission layer only" in card and "| person |" in card
+    assert "emission layer only" not in model_card({**summary, "crf": False})
