@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import html
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 __all__ = ["WikitextCleaner", "clean_wikitext", "normalize_title"]
 
@@ -124,10 +124,15 @@ def normalize_title(title: str) -> str:
     return title
 
 
-def _drop_nested(text: str, token_re: re.Pattern[str], open_token: str) -> str:
-    """Remove balanced ``open ... close`` regions (nested). An unclosed opener stays as text."""
-    if open_token not in text:
-        return text
+def _replace_balanced(
+    text: str,
+    token_re: re.Pattern[str],
+    open_token: str,
+    render: Callable[[int, re.Match[str]], tuple[str, int]],
+) -> str:
+    """Replace each outermost balanced ``open ... close`` region (nested ones included) with
+    ``render(start, closing_match)``, which returns the replacement and where the text resumes.
+    An opener that never closes stays as literal text and scanning resumes right after it."""
     out: list[str] = []
     pos = 0
     while True:
@@ -142,13 +147,20 @@ def _drop_nested(text: str, token_re: re.Pattern[str], open_token: str) -> str:
                 depth -= 1
                 if depth == 0:
                     out.append(text[last:start])
-                    last = m.end()
+                    replacement, last = render(start, m)
+                    out.append(replacement)
         if depth == 0:
             out.append(text[last:])
             return "".join(out)
-        # The region opened at `start` never closes: keep its opener literally, rescan after it.
-        out.append(text[last : start + 2])
-        pos = start + 2
+        out.append(text[last : start + len(open_token)])
+        pos = start + len(open_token)
+
+
+def _drop_nested(text: str, token_re: re.Pattern[str], open_token: str) -> str:
+    """Remove balanced ``open ... close`` regions (nested). An unclosed opener stays as text."""
+    if open_token not in text:
+        return text
+    return _replace_balanced(text, token_re, open_token, lambda start, close: ("", close.end()))
 
 
 class WikitextCleaner:
@@ -235,34 +247,19 @@ class WikitextCleaner:
         text = _SIMPLE_LINK_RE.sub(simple, text)
         if "[[" not in text:
             return text
-        out: list[str] = []
-        pos = 0
-        while True:
-            depth = 0
-            start = last = pos
-            for m in _LINK_TOKEN_RE.finditer(text, pos):
-                if m.group() == "[[":
-                    if depth == 0:
-                        start = m.start()
-                    depth += 1
-                elif depth:
-                    depth -= 1
-                    if depth == 0:
-                        out.append(text[last:start])
-                        rendered, anchor = self._render_link(text[start + 2 : m.start()], targets)
-                        last = m.end()
-                        if anchor:
-                            trail = _TRAIL_RE.match(text, last)
-                            if trail:
-                                rendered += trail.group()
-                                last = trail.end()
-                            rendered += _CLOSE
-                        out.append(rendered)
-            if depth == 0:
-                out.append(text[last:])
-                return "".join(out)
-            out.append(text[last : start + 2])  # unclosed "[[": literal text, rescan after it
-            pos = start + 2
+
+        def nested(start: int, close: re.Match[str]) -> tuple[str, int]:
+            rendered, anchor = self._render_link(text[start + 2 : close.start()], targets)
+            resume = close.end()
+            if anchor:
+                trail = _TRAIL_RE.match(text, resume)
+                if trail:
+                    rendered += trail.group()
+                    resume = trail.end()
+                rendered += _CLOSE
+            return rendered, resume
+
+        return _replace_balanced(text, _LINK_TOKEN_RE, "[[", nested)
 
     # -- the whole page --------------------------------------------------------------------------
     def clean(self, wikitext: str) -> tuple[str, list[tuple[int, int, str]]]:
