@@ -56,3 +56,17 @@ def load_exported_encoder(folder: str | Path) -> tuple[PreTrainedModel, dict]:
                 "%s: %d %s when loading the encoder: %s", folder, len(info[kind]), kind, info[kind][:5]
             )
     return model, manifest
+
+
+def load_start(init_from: str | Path | None, model):
+    """(encoder, tokenizer, manifest or None) a stage or a fine-tuning run starts from: a previous
+    export when `init_from` is given, else the encoder described by the `model` config."""
+    from transformers import AutoTokenizer
+
+    from .encoder import load_encoder, load_tokenizer
+
+    if init_from is None:
+        tokenizer = load_tokenizer(model)
+        return load_encoder(model, vocab_size=len(tokenizer)), tokenizer, None
+    encoder, manifest = load_exported_encoder(init_from)
+    return encoder, AutoTokenizer.from_pretrained(str(init_from), local_files_only=True), manifest

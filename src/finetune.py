@@ -13,13 +13,14 @@ from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
-from transformers import AutoModelForTokenClassification, AutoTokenizer
+from transformers import AutoModelForTokenClassification
+from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
 from cofee.callbacks.best_weights import KeepBestWeights
 from cofee.data_modules.gold_ner import GoldNERDataModule, GoldSplits
 
-from .encoder import EncoderConfig, load_encoder, load_tokenizer
-from .export import load_exported_encoder, read_export_manifest
+from .encoder import EncoderConfig
+from .export import load_start, read_export_manifest
 from .stages.base import OptimConfig
 from .stages.finetune import FinetuneModule
 
@@ -48,15 +49,7 @@ class FinetuneResult:
     train_sentences: int
     seconds: float
     module: FinetuneModule | None = None
-
-
-def load_start(init_from: str | Path | None, model: EncoderConfig):
-    """(encoder, tokenizer, parent manifest or None) from a stage export or a model config."""
-    if init_from is None:
-        tokenizer = load_tokenizer(model)
-        return load_encoder(model, vocab_size=len(tokenizer)), tokenizer, None
-    encoder, manifest = load_exported_encoder(init_from)
-    return encoder, AutoTokenizer.from_pretrained(str(init_from), local_files_only=True), manifest
+    tokenizer: PreTrainedTokenizerBase | None = None
 
 
 def finetune(
@@ -112,7 +105,6 @@ def finetune(
     )
     trainer.fit(module, datamodule=data)
     trainer.test(module, datamodule=data, verbose=False)
-    module.tokenizer = tokenizer
     return FinetuneResult(
         dev_f1=best.best_score or 0.0,
         best_step=best.best_step or 0,
@@ -120,6 +112,7 @@ def finetune(
         train_sentences=len(data.train_sentences),
         seconds=round(time.time() - started, 1),
         module=module,
+        tokenizer=tokenizer,
     )
 
 
@@ -176,7 +169,7 @@ def export_finetuned(result: FinetuneResult, root, out_dir: Path) -> dict:
     }
     with atomic_directory(out_dir / "model") as tmp:
         to_token_classification(result.module).save_pretrained(tmp)
-        result.module.tokenizer.save_pretrained(tmp)
+        result.tokenizer.save_pretrained(tmp)
         (tmp / "README.md").write_text(model_card(summary), encoding="utf-8")
     atomic_write_json(out_dir / "results.json", summary)
     return summary

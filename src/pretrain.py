@@ -13,14 +13,12 @@ from pathlib import Path
 import pytorch_lightning as pl
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import CSVLogger
-from transformers import AutoTokenizer
 
 from cofee.callbacks.encoder_export import EncoderExportCallback
 from cofee.data_modules.wiki_anchor import WikiAnchorDataModule
 
 from .config import RootConfig, to_plain
-from .encoder import load_encoder, load_tokenizer
-from .export import MANIFEST, load_exported_encoder, manifest_hash, read_export_manifest
+from .export import MANIFEST, load_start, manifest_hash, read_export_manifest
 from .io_utils import stable_hash
 from .stages.esi import ENTITY_TYPE, ESIModule
 
@@ -92,12 +90,7 @@ def run_stage(cfg: RootConfig, stage: str, init_from: Path | None = None) -> dic
         log.info("%s: up to date in %s, skipped", stage, export_dir)
         return read_export_manifest(export_dir)
 
-    if init_from is None:
-        tokenizer = load_tokenizer(cfg.model)
-        encoder = load_encoder(cfg.model, vocab_size=len(tokenizer))
-    else:
-        tokenizer = AutoTokenizer.from_pretrained(str(init_from), local_files_only=True)
-        encoder, _ = load_exported_encoder(init_from)
+    encoder, tokenizer, _ = load_start(init_from, cfg.model)
     module, datamodule = STAGE_BUILDERS[stage](cfg, encoder, tokenizer)
     started = time.time()
 

@@ -62,7 +62,7 @@ def test_export_loads_in_pipeline_with_the_same_predictions(tiny_finetuned, tmp_
         module.head.classifier.weight.normal_(0, 2.0)
     folder = tmp_path / "model"
     to_token_classification(module).save_pretrained(folder)
-    module.tokenizer.save_pretrained(folder)
+    tiny_finetuned.tokenizer.save_pretrained(folder)
     texts = [" ".join(s.tokens) for s in wnut_splits.test[:40]]
 
     ours = Tagger(folder)(texts, words="tokenizer")
@@ -100,7 +100,7 @@ def test_whitespace_words_follow_the_gold_tokens(tiny_finetuned, tmp_path):
         module.head.classifier.weight.normal_(0, 2.0)
     folder = tmp_path / "model"
     to_token_classification(module).save_pretrained(folder)
-    module.tokenizer.save_pretrained(folder)
+    tiny_finetuned.tokenizer.save_pretrained(folder)
     text = "@paulwalk saw   Empire State ... #nyc in New York's Central-Park today !!"
     spans = Tagger(folder)([text])[0]
     assert spans
