@@ -31,5 +31,7 @@ class EncoderExportCallback(pl.Callback):
                 "metrics": self.final_metrics(trainer),
                 "global_step": trainer.global_step,
             }
-            self.exported = export_encoder(pl_module.encoder, self.tokenizer, self.out_dir, manifest)
+            self.exported = export_encoder(
+                pl_module.encoder, self.tokenizer, self.out_dir, manifest, head=getattr(pl_module, "head", None)
+            )
         trainer.strategy.barrier("encoder-export")

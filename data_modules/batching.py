@@ -12,7 +12,7 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 import torch
-from torch.utils.data import Sampler
+from torch.utils.data import DataLoader, Sampler
 
 from cofee.alignment import IGNORE_INDEX, EncodedWindow
 
@@ -104,3 +104,21 @@ class WindowCollator:
             "word_positions": [w.word_positions for w in windows],
             "spans": [w.spans for w in windows],
         }
+
+
+def window_loader(
+    windows: Sequence[EncodedWindow],
+    batch_size: int,
+    train: bool,
+    pad_token_id: int,
+    seed: int = 0,
+    bucket: bool = True,
+    num_workers: int = 0,
+) -> DataLoader:
+    """The loader every stage uses: length-bucketed (always for evaluation), shuffled when training."""
+    sampler = LengthBucketBatchSampler(
+        [len(w) for w in windows], batch_size, shuffle=train, seed=seed, bucket=bucket or not train
+    )
+    return DataLoader(
+        windows, batch_sampler=sampler, collate_fn=WindowCollator(pad_token_id), num_workers=num_workers
+    )

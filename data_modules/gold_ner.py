@@ -18,7 +18,7 @@ from cofee.alignment import AlignmentStats, EncodedWindow, encode_pretokenized
 from cofee.gold.readers import GoldSentence, entity_type_counts, read_gold
 from cofee.gold.splits import ensure_split, fraction_subsets, kshot_subset
 
-from .batching import LengthBucketBatchSampler, WindowCollator
+from .batching import window_loader
 
 
 @dataclass
@@ -124,12 +124,8 @@ class GoldNERDataModule(pl.LightningDataModule):
             )
 
     def _loader(self, name: str, batch_size: int, train: bool) -> DataLoader:
-        windows = self.windows[name]
-        sampler = LengthBucketBatchSampler(
-            [len(w) for w in windows], batch_size, shuffle=train, seed=self.seed
-        )
-        return DataLoader(
-            windows, batch_sampler=sampler, collate_fn=WindowCollator(self.tokenizer.pad_token_id)
+        return window_loader(
+            self.windows[name], batch_size, train, self.tokenizer.pad_token_id, seed=self.seed
         )
 
     def train_dataloader(self) -> DataLoader:

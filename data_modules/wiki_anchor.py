@@ -25,7 +25,7 @@ from cofee.wiki.build_anchors import (
     load_manifest,
 )
 
-from .batching import LengthBucketBatchSampler, WindowCollator
+from .batching import window_loader
 
 log = logging.getLogger(__name__)
 
@@ -122,23 +122,16 @@ class WikiAnchorDataModule(pl.LightningDataModule):
                 f"{len(self.val_windows)} dev windows; adjust data.anchors.dev_fraction"
             )
 
-    def _loader(self, windows: list[EncodedWindow], batch_size: int, train: bool, pad_to: int | None = None):
-        sampler = LengthBucketBatchSampler(
-            [len(w) for w in windows],
-            batch_size,
-            shuffle=train,
-            seed=self.seed,
-            bucket=self.bucket or not train,
-        )
-        return DataLoader(
-            windows,
-            batch_sampler=sampler,
-            collate_fn=WindowCollator(self.tokenizer.pad_token_id, pad_to),
-            num_workers=self.num_workers,
-        )
-
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_windows, self.batch_size, train=True)
+        return window_loader(
+            self.train_windows, self.batch_size, True, self.tokenizer.pad_token_id, **self._loading
+        )
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader(self.val_windows, self.eval_batch_size, train=False)
+        return window_loader(
+            self.val_windows, self.eval_batch_size, False, self.tokenizer.pad_token_id, **self._loading
+        )
+
+    @property
+    def _loading(self) -> dict:
+        return {"seed": self.seed, "bucket": self.bucket, "num_workers": self.num_workers}

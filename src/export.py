@@ -10,6 +10,8 @@ import logging
 import time
 from pathlib import Path
 
+import torch
+from torch import nn
 from transformers import AutoModel, PreTrainedModel
 from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
@@ -19,6 +21,7 @@ from .io_utils import atomic_directory, atomic_write_json, read_json, stable_has
 
 log = logging.getLogger(__name__)
 MANIFEST = "manifest.json"
+HEAD_WEIGHTS = "span_head.pt"  # the stage's span head, so a later stage can predict with it
 
 
 def manifest_hash(manifest: dict) -> str:
@@ -27,12 +30,20 @@ def manifest_hash(manifest: dict) -> str:
 
 
 def export_encoder(
-    encoder: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, out_dir: str | Path, manifest: dict
+    encoder: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    out_dir: str | Path,
+    manifest: dict,
+    head: nn.Module | None = None,
 ) -> dict:
     manifest = {"format": "cofee-encoder", "cofee_version": __version__, "created": time.time(), **manifest}
+    if head is not None and hasattr(head, "spec"):
+        manifest["head"] = head.spec()
     with atomic_directory(out_dir) as tmp:
         encoder.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
+        if "head" in manifest:
+            torch.save(head.state_dict(), tmp / HEAD_WEIGHTS)
         atomic_write_json(tmp / MANIFEST, manifest)
     log.info("exported %s encoder to %s", manifest.get("stage"), out_dir)
     return manifest
@@ -56,6 +67,22 @@ def load_exported_encoder(folder: str | Path) -> tuple[PreTrainedModel, dict]:
                 "%s: %d %s when loading the encoder: %s", folder, len(info[kind]), kind, info[kind][:5]
             )
     return model, manifest
+
+
+def load_export_head(folder: str | Path, hidden_size: int):
+    """The span head saved with an export (None when the export has none, e.g. an older one)."""
+    from .heads import build_head
+
+    manifest = read_export_manifest(folder)
+    path = Path(folder) / HEAD_WEIGHTS
+    if "head" not in manifest or not path.is_file():
+        return None
+    head = build_head(manifest["head"], hidden_size)
+    try:
+        head.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    except (RuntimeError, EOFError, OSError) as exc:
+        raise InputFileError(path, f"cannot load the span head: {str(exc).splitlines()[0]}") from None
+    return head.eval()
 
 
 def load_start(init_from: str | Path | None, model):

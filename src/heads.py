@@ -33,6 +33,7 @@ class TaggingHead(SpanHead):
     def __init__(self, hidden_size: int, scheme: str, types: Sequence[str], dropout: float = 0.1):
         super().__init__()
         self.scheme = scheme
+        self.types = list(types)
         self.labels = label_names(scheme, types)
         self.dropout = nn.Dropout(dropout)
         self.classifier = nn.Linear(hidden_size, len(self.labels))
@@ -40,6 +41,11 @@ class TaggingHead(SpanHead):
     @property
     def label2id(self) -> dict[str, int]:
         return {label: i for i, label in enumerate(self.labels)}
+
+    def spec(self) -> dict:
+        """What `build_head` needs to rebuild this head (stored in encoder exports)."""
+        kind = next(HEAD_KINDS_BY_CLASS[c] for c in type(self).__mro__ if c in HEAD_KINDS_BY_CLASS)
+        return {"kind": kind, "scheme": self.scheme, "types": self.types}
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.dropout(hidden))
@@ -94,3 +100,12 @@ class CRFTaggingHead(TaggingHead):
             tags_to_spans([self.labels[t] for t in path[: len(positions)]], self.scheme)
             for path, positions in zip(paths, batch["word_positions"])
         ]
+
+
+HEAD_CLASSES: dict[str, type[TaggingHead]] = {"tagging": TaggingHead, "crf": CRFTaggingHead}
+HEAD_KINDS_BY_CLASS = {cls: kind for kind, cls in HEAD_CLASSES.items()}
+
+
+def build_head(spec: dict, hidden_size: int, dropout: float = 0.1) -> TaggingHead:
+    """Rebuild a head from its `spec()` (weights are loaded separately)."""
+    return HEAD_CLASSES[spec["kind"]](hidden_size, spec["scheme"], spec["types"], dropout)
