@@ -6,12 +6,15 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 # Hydra overrides for the CLI targets, e.g. make pretrain-all ARGS="stages.esi.lr=1e-5"
 ARGS ?=
+# make sweep: a sweep YAML in W&B's format and how many runs (empty COUNT: the whole grid)
+SWEEP ?= conf/sweep/finetune.yaml
+COUNT ?=
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 export WANDB_MODE ?= offline
 
-.PHONY: help install test test-slow pretrain-all build-anchors bench study lint format clean
+.PHONY: help install test test-slow pretrain-all build-anchors build-gazetteer denoising bench study sweep lint format clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-14s %s\n", $$1, $$2}'
@@ -35,16 +38,26 @@ test-slow: $(STAMP)  ## run only the slow tests (DDP, full builds)
 build-anchors: $(STAMP)  ## build the Wikipedia anchor corpus (skipped when unchanged)
 	$(BIN)/cofee-build-anchors $(ARGS)
 
-pretrain-all: $(STAMP)  ## build the corpus, then run the curriculum on the default data
+build-gazetteer: $(STAMP)  ## build the gazetteer and the gazetteer-labelled corpus (skipped when unchanged)
+	$(BIN)/cofee-build-gazetteer $(ARGS)
+
+pretrain-all: $(STAMP)  ## build the corpora, then run the curriculum on the default data
 	$(BIN)/cofee-build-anchors $(ARGS)
+	$(BIN)/cofee-build-gazetteer $(ARGS)
 	$(BIN)/cofee-pretrain $(ARGS)
 
 bench: $(STAMP)  ## run the benchmarks; figures go to benchmarks/results/*.json and the README table
 	$(BIN)/python -m benchmarks.run_all $(BENCH)
 	$(BIN)/python -m benchmarks.report README.md
 
+denoising: $(STAMP)  ## NEE per noise strategy vs. the gazetteer, on gold NER (conf/denoising.yaml; README table)
+	$(BIN)/cofee-denoising $(ARGS)
+
 study: $(STAMP)  ## the low-resource study (conf/study.yaml): results/study.csv, README table, docs/low_resource.png
 	$(BIN)/cofee-study $(ARGS)
+
+sweep: $(STAMP)  ## a W&B sweep YAML run offline: make sweep SWEEP=conf/sweep/finetune.yaml COUNT=8 (sweeps/<name>/results.csv)
+	$(BIN)/cofee-sweep $(SWEEP) $(if $(COUNT),--count $(COUNT)) $(SWEEP_ARGS)
 
 lint: $(STAMP)  ## ruff check and format check
 	$(BIN)/ruff check .

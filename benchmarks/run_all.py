@@ -6,7 +6,12 @@ import importlib
 import json
 import sys
 
-BENCHMARKS = ["benchmarks.bench_build_anchors", "benchmarks.bench_esi"]
+BENCHMARKS = [
+    "benchmarks.bench_build_anchors",
+    "benchmarks.bench_esi",
+    "benchmarks.bench_clustering",
+    "benchmarks.bench_gazetteer",
+]
 
 
 def main(names: list[str]) -> int:

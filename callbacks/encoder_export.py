@@ -32,6 +32,10 @@ class EncoderExportCallback(pl.Callback):
                 "global_step": trainer.global_step,
             }
             self.exported = export_encoder(
-                pl_module.encoder, self.tokenizer, self.out_dir, manifest, head=getattr(pl_module, "head", None)
+                pl_module.encoder,
+                self.tokenizer,
+                self.out_dir,
+                manifest,
+                head=getattr(pl_module, "head", None),
             )
         trainer.strategy.barrier("encoder-export")

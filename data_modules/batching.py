@@ -97,13 +97,16 @@ class WindowCollator:
             input_ids[row, :n] = torch.tensor(window.input_ids)
             labels[row, :n] = torch.tensor(window.labels)
             attention[row, :n] = 1
-        return {
+        batch = {
             "input_ids": input_ids,
             "attention_mask": attention,
             "labels": labels,
             "word_positions": [w.word_positions for w in windows],
             "spans": [w.spans for w in windows],
         }
+        if windows and all(w.span_ids is not None for w in windows):
+            batch["span_ids"] = [w.span_ids for w in windows]  # one id per span (stage 3)
+        return batch
 
 
 def window_loader(

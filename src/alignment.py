@@ -27,6 +27,7 @@ class EncodedWindow:
     spans: list[Span]  # gold spans over this window's words, end exclusive
     sentence_index: int
     word_offset: int = 0  # index in the sentence of this window's first word
+    span_ids: list[int] | None = None  # global ids of `spans` (stage 3 keys pseudo-labels by them)
 
     def __len__(self) -> int:
         return len(self.input_ids)

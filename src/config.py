@@ -12,15 +12,22 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from .clustering.kmeans import CLASS_WEIGHTS
 from .encoder import EncoderConfig
 from .errors import ConfigError
 from .finetune import FinetuneConfig
+from .gazetteer.config import GazetteerDataConfig
+from .partial_labels import UNKNOWN_MODES
+from .span_pooling import POOLING_MODES
 from .stages.base import OptimConfig
+from .stages.fet import REFRESH_FEATURES, FETClusterConfig
+from .stages.nee import NOISE_STRATEGIES, NoiseConfig
 from .tagging import SCHEMES
 from .wiki.build_anchors import AnchorBuildConfig
 
-KNOWN_STAGES = ("esi",)
-LOGGERS = ("csv", "none")
+KNOWN_STAGES = ("esi", "nee", "fet")
+LOGGERS = ("csv", "wandb", "none")
+LOGGER_MODES = ("offline", "online", "disabled")
 
 
 @dataclass
@@ -48,6 +55,7 @@ class AnchorDataConfig:
 @dataclass
 class DataConfig:
     anchors: AnchorDataConfig = field(default_factory=AnchorDataConfig)
+    gazetteer: GazetteerDataConfig = field(default_factory=GazetteerDataConfig)
 
 
 @dataclass
@@ -63,8 +71,31 @@ class StageConfig:
 
 
 @dataclass
+class NEEStageConfig(StageConfig):
+    name: str = "nee"
+    max_epochs: int = 2
+    max_train_sentences: int | None = 4000  # a seeded sample of the labelled corpus; null = all
+    noise: NoiseConfig = field(default_factory=NoiseConfig)
+
+
+@dataclass
+class FETStageConfig(NEEStageConfig):
+    """Stage 3: the NEE loss plus `lambda_cluster` x the cluster loss (conf/stage/fet.yaml)."""
+
+    name: str = "fet"
+    lambda_cluster: float = 0.001  # the CoFEE code's weight
+    pooling: str = "sum"  # span vectors for the cluster head and the clustering (CoFEE: sum)
+    feature_layer: int = -2  # hidden state the cluster head reads and k-means clusters (CoFEE: 11 of 12)
+    refresh_every_n_epochs: int = 1
+    refresh_features: str = "recorded"  # recorded: the epoch's own vectors | extract: an eval-mode pass
+    cluster: FETClusterConfig = field(default_factory=FETClusterConfig)
+
+
+@dataclass
 class StagesConfig:
     esi: StageConfig = field(default_factory=StageConfig)
+    nee: NEEStageConfig = field(default_factory=NEEStageConfig)
+    fet: FETStageConfig = field(default_factory=FETStageConfig)
 
 
 @dataclass
@@ -89,7 +120,16 @@ class TrainerConfig:
 
 @dataclass
 class LoggerConfig:
+    """`kind` csv, wandb or none; the rest applies to W&B (conf/logger/wandb.yaml)."""
+
     kind: str = "csv"
+    project: str = "cofee"
+    entity: str | None = None
+    mode: str = "offline"  # online needs an API key; WANDB_MODE=offline/disabled in the environment wins
+    group: str | None = None  # null: the run name (all stages of one curriculum run in one group)
+    tags: list[str] = field(default_factory=list)
+    log_model: bool = False  # true: upload the exported weights; false: a reference (path + manifest hash)
+    save_dir: str | None = None  # null: the stage's (or fine-tune's) output folder
 
 
 @dataclass
@@ -118,6 +158,32 @@ class GoldDataConfig:
     train_file: str | None = None
     dev_file: str | None = None
     test_file: str | None = None
+
+
+@dataclass
+class DenoisingConfig:
+    """`make denoising`: NEE per noise strategy against the gazetteer that labelled it (conf/denoising.yaml)."""
+
+    strategies: list[str] = field(default_factory=lambda: ["none", "partial", "self_training"])
+    seeds: list[int] = field(default_factory=lambda: [13])
+    eval_split: str = "train"  # gold split scored; never trained on (the study uses dev and test)
+    mapping: str | None = None  # gold type -> coarse type YAML; null = conf/mappings/wnut16_coarse.yaml
+    results: str = "results/nee_denoising.json"
+    readme: str | None = "README.md"
+
+
+@dataclass
+class DenoisingRootConfig(RootConfig):
+    gold: GoldDataConfig = field(default_factory=GoldDataConfig)
+    denoising: DenoisingConfig = field(default_factory=DenoisingConfig)
+
+
+def validate_denoising(cfg: DictConfig) -> DenoisingRootConfig:
+    root: DenoisingRootConfig = validate(cfg, DenoisingRootConfig)
+    for strategy in root.denoising.strategies:
+        _choice("denoising.strategies", strategy, NOISE_STRATEGIES)
+    _choice("denoising.eval_split", root.denoising.eval_split, ("train", "dev", "test"))
+    return root
 
 
 @dataclass
@@ -178,8 +244,14 @@ def _typed(cfg: DictConfig, schema: type):
         raise ConfigError(exc.full_key or "?", str(exc).splitlines()[0]) from None
 
 
+def _check_logger(logger: LoggerConfig) -> None:
+    _choice("logger.kind", logger.kind, LOGGERS)
+    _choice("logger.mode", logger.mode, LOGGER_MODES)
+
+
 def validate_finetune(cfg: DictConfig) -> FinetuneRootConfig:
     root: FinetuneRootConfig = _typed(cfg, FinetuneRootConfig)
+    _check_logger(root.logger)
     _choice("finetune.scheme", root.finetune.scheme, SCHEMES)
     if not 0 < root.fraction <= 1:
         raise ConfigError("fraction", f"must lie in (0, 1], got {root.fraction}")
@@ -190,9 +262,26 @@ def validate_finetune(cfg: DictConfig) -> FinetuneRootConfig:
     return root
 
 
-def validate(cfg: DictConfig) -> RootConfig:
-    """Type-check the composed config and return it as resolved dataclasses."""
-    root: RootConfig = _typed(cfg, RootConfig)
+def _check_fet(fet: FETStageConfig) -> None:
+    _choice("stages.fet.noise.strategy", fet.noise.strategy, NOISE_STRATEGIES)
+    _choice("stages.fet.noise.unknown", fet.noise.unknown, UNKNOWN_MODES[1:])
+    _choice("stages.fet.pooling", fet.pooling, POOLING_MODES)
+    _choice("stages.fet.refresh_features", fet.refresh_features, REFRESH_FEATURES)
+    _choice("stages.fet.cluster.class_weights", fet.cluster.class_weights, CLASS_WEIGHTS)
+    _choice("stages.fet.cluster.use_gpu", str(fet.cluster.use_gpu).lower(), ("auto", "true", "false"))
+    if fet.lambda_cluster < 0:
+        raise ConfigError("stages.fet.lambda_cluster", f"must not be negative, got {fet.lambda_cluster}")
+    if fet.refresh_every_n_epochs < 1:
+        raise ConfigError(
+            "stages.fet.refresh_every_n_epochs", f"must be at least 1, got {fet.refresh_every_n_epochs}"
+        )
+    fet.cluster.build(0).validate("stages.fet.cluster")
+
+
+def validate(cfg: DictConfig, schema: type = RootConfig) -> RootConfig:
+    """Type-check the composed config and return it as resolved dataclasses (`schema`: RootConfig or
+    a root that extends it, such as DenoisingRootConfig)."""
+    root: RootConfig = _typed(cfg, schema)
     for stage in root.curriculum.stages:
         _choice("curriculum.stages", stage, KNOWN_STAGES)
     for name in KNOWN_STAGES:
@@ -202,9 +291,16 @@ def validate(cfg: DictConfig) -> RootConfig:
             raise ConfigError(f"stages.{name}.optim.lr", f"must be positive, got {stage_cfg.optim.lr}")
         if stage_cfg.batch_size < 1:
             raise ConfigError(f"stages.{name}.batch_size", f"must be at least 1, got {stage_cfg.batch_size}")
-    _choice("logger.kind", root.logger.kind, LOGGERS)
+    noise = root.stages.nee.noise
+    _choice("stages.nee.noise.strategy", noise.strategy, NOISE_STRATEGIES)
+    _choice("stages.nee.noise.unknown", noise.unknown, UNKNOWN_MODES[1:])
+    if not 0 < noise.relabel_rate <= 1:
+        raise ConfigError("stages.nee.noise.relabel_rate", f"must lie in (0, 1], got {noise.relabel_rate}")
+    _check_fet(root.stages.fet)
+    _check_logger(root.logger)
     if not 0 < root.data.anchors.dev_fraction < 1:
         raise ConfigError("data.anchors.dev_fraction", "must lie strictly between 0 and 1")
+    root.data.gazetteer.validate("data.gazetteer")
     return root
 
 

@@ -12,20 +12,32 @@ from pathlib import Path
 
 import pytorch_lightning as pl
 from pytorch_lightning.callbacks import ModelCheckpoint
-from pytorch_lightning.loggers import CSVLogger
 
+from cofee.callbacks.cluster_refresh import ClusterRefreshCallback
 from cofee.callbacks.encoder_export import EncoderExportCallback
+from cofee.callbacks.self_training import SelfTrainingCallback
+from cofee.callbacks.wandb_run_id import WandbRunIdCallback, read_run_id
+from cofee.data_modules.cluster_spans import ClusterDataModule
+from cofee.data_modules.gazetteer_labelled import GazetteerDataModule
 from cofee.data_modules.wiki_anchor import WikiAnchorDataModule
 
+from .alignment import special_tokens
 from .config import RootConfig, to_plain
-from .export import MANIFEST, load_start, manifest_hash, read_export_manifest
+from .export import MANIFEST, load_export_head, load_start, manifest_hash, read_export_manifest
 from .io_utils import stable_hash
+from .loggers import LogExportCallback, finish_logger
+from .loggers import make_logger as make_run_logger
 from .stages.esi import ENTITY_TYPE, ESIModule
+from .stages.fet import FETModule
+from .stages.nee import NEEModule
+
+# What a stage builder returns: its module, its datamodule and any stage-specific callbacks.
+StageParts = tuple[pl.LightningModule, pl.LightningDataModule, list[pl.Callback]]
 
 log = logging.getLogger(__name__)
 
 
-def build_esi(cfg: RootConfig, encoder, tokenizer) -> tuple[pl.LightningModule, pl.LightningDataModule]:
+def build_esi(cfg: RootConfig, encoder, tokenizer, init_from: Path | None) -> StageParts:
     stage = cfg.stages.esi
     module = ESIModule(encoder, stage.optim, scheme=stage.scheme, dropout=stage.dropout)
     data = cfg.data.anchors
@@ -49,11 +61,90 @@ def build_esi(cfg: RootConfig, encoder, tokenizer) -> tuple[pl.LightningModule, 
         bucket=data.bucket,
         num_workers=data.num_workers,
     )
-    return module, datamodule
+    return module, datamodule, []
 
 
-STAGE_BUILDERS = {"esi": build_esi}
-STAGE_DATA = {"esi": "anchors"}
+def build_nee(cfg: RootConfig, encoder, tokenizer, init_from: Path | None) -> StageParts:
+    stage, gazetteer = cfg.stages.nee, cfg.data.gazetteer
+    module = NEEModule(encoder, stage.optim, gazetteer.types, stage.scheme, stage.dropout, stage.noise)
+    if init_from is None or (read_export_manifest(init_from).get("stage") != "esi" and stage.noise.esi_spans):
+        log.warning("nee: not started from an ESI export; only untyped anchors count as unknown-type spans")
+    datamodule = _gazetteer_data(GazetteerDataModule, cfg, stage, tokenizer, init_from)
+    return module, datamodule, _self_training(cfg, stage)
+
+
+def _gazetteer_data(kind: type, cfg: RootConfig, stage, tokenizer, init_from: Path | None):
+    """The gazetteer-labelled data of NEE and FET (`kind`: the data module class)."""
+    gazetteer, anchors = cfg.data.gazetteer, cfg.data.anchors
+    return kind(
+        tokenizer=tokenizer,
+        types=gazetteer.types,
+        gazetteer=gazetteer,
+        anchors_dir=anchors.corpus_dir,
+        dump=anchors.dump,
+        anchor_build=anchors.build,
+        build_workers=anchors.build_workers,
+        scheme=stage.scheme,
+        esi_export=init_from if stage.noise.esi_spans and stage.noise.strategy != "none" else None,
+        max_length=anchors.max_length,
+        batch_size=stage.batch_size,
+        eval_batch_size=stage.eval_batch_size,
+        dev_fraction=anchors.dev_fraction,  # the same dev pages as ESI
+        split_seed=anchors.split_seed,
+        max_train_sentences=stage.max_train_sentences,
+        seed=cfg.seed,
+        bucket=anchors.bucket,
+        num_workers=anchors.num_workers,
+    )
+
+
+def _self_training(cfg: RootConfig, stage) -> list[pl.Callback]:
+    if stage.noise.strategy != "self_training":
+        return []
+    noise = stage.noise
+    return [
+        SelfTrainingCallback(noise.relabel_rate, noise.relabel_threshold, cfg.seed, stage.eval_batch_size)
+    ]
+
+
+def build_fet(cfg: RootConfig, encoder, tokenizer, init_from: Path | None) -> StageParts:
+    """FET from the NEE export: its encoder, its typed head when the export has one, a fresh cluster
+    head; the data of NEE with span ids; a callback that keeps the pseudo-labels fresh."""
+    stage, gazetteer = cfg.stages.fet, cfg.data.gazetteer
+    module = FETModule(
+        encoder,
+        stage.optim,
+        gazetteer.types,
+        k=stage.cluster.k,
+        scheme=stage.scheme,
+        dropout=stage.dropout,
+        noise=stage.noise,
+        pooling=stage.pooling,
+        feature_layer=stage.feature_layer,
+        lambda_cluster=stage.lambda_cluster,
+        suffix_len=len(special_tokens(tokenizer)[1]),
+    )
+    parent_stage = read_export_manifest(init_from).get("stage") if init_from is not None else None
+    if parent_stage != "nee":
+        log.warning("fet: started from %s, not from an NEE export", parent_stage or "the base encoder")
+    head = load_export_head(init_from, encoder.config.hidden_size) if init_from is not None else None
+    if head is not None and head.spec() == module.head.spec():
+        module.head.load_state_dict(head.state_dict())
+        log.info("fet: typed head taken from %s", init_from)
+    else:
+        log.warning(
+            "fet: %s has no typed head of this scheme and types; the typed head starts fresh", init_from
+        )
+    datamodule = _gazetteer_data(ClusterDataModule, cfg, stage, tokenizer, init_from)
+    refresh = ClusterRefreshCallback(
+        stage.cluster.build(cfg.seed), stage.refresh_every_n_epochs, cfg.seed, stage.refresh_features
+    )
+    return module, datamodule, [refresh, *_self_training(cfg, stage)]
+
+
+STAGE_BUILDERS = {"esi": build_esi, "nee": build_nee, "fet": build_fet}
+# The data configs a stage's result depends on (NEE and FET label the anchor corpus with the gazetteer).
+STAGE_DATA = {"esi": ("anchors",), "nee": ("anchors", "gazetteer"), "fet": ("anchors", "gazetteer")}
 
 
 def stage_config_hash(cfg: RootConfig, stage: str, parent: str | None) -> str:
@@ -61,7 +152,7 @@ def stage_config_hash(cfg: RootConfig, stage: str, parent: str | None) -> str:
     return stable_hash(
         {
             "model": to_plain(cfg.model) if parent is None else None,
-            "data": to_plain(getattr(cfg.data, STAGE_DATA[stage])),
+            "data": {name: to_plain(getattr(cfg.data, name)) for name in STAGE_DATA[stage]},
             "stage": to_plain(getattr(cfg.stages, stage)),
             "trainer": {
                 k: v for k, v in asdict(cfg.trainer).items() if k in ("precision", "gradient_clip_val")
@@ -72,10 +163,18 @@ def stage_config_hash(cfg: RootConfig, stage: str, parent: str | None) -> str:
     )
 
 
-def make_logger(cfg: RootConfig, stage_dir: Path):
-    if cfg.logger.kind == "csv":
-        return CSVLogger(save_dir=str(stage_dir), name="logs", version="")
-    return False
+def make_logger(cfg: RootConfig, stage: str, stage_dir: Path):
+    """The stage's logger (src/loggers.py); a W&B run resumed from `last.ckpt` keeps its id."""
+    last = stage_dir / "checkpoints" / "last.ckpt"
+    return make_run_logger(
+        cfg.logger,
+        stage_dir,
+        name=f"{cfg.run_name}/{stage}",
+        group=cfg.run_name,
+        job_type=stage,
+        config=to_plain(cfg),
+        resume_id=read_run_id(last) if cfg.logger.kind == "wandb" else None,
+    )
 
 
 def run_stage(cfg: RootConfig, stage: str, init_from: Path | None = None) -> dict:
@@ -91,11 +190,14 @@ def run_stage(cfg: RootConfig, stage: str, init_from: Path | None = None) -> dic
         return read_export_manifest(export_dir)
 
     encoder, tokenizer, _ = load_start(init_from, cfg.model)
-    module, datamodule = STAGE_BUILDERS[stage](cfg, encoder, tokenizer)
+    module, datamodule, stage_callbacks = STAGE_BUILDERS[stage](cfg, encoder, tokenizer, init_from)
     started = time.time()
 
     def manifest() -> dict:
         data_manifest = getattr(datamodule, "manifest", None)
+        extras = {}
+        for callback in stage_callbacks:  # what a stage callback adds (FET: the clustering history)
+            extras.update(getattr(callback, "manifest_entry", dict)())
         return {
             "stage": stage,
             "config_hash": config_hash,
@@ -105,23 +207,36 @@ def run_stage(cfg: RootConfig, stage: str, init_from: Path | None = None) -> dic
             "parent": parent,
             "parent_path": str(init_from) if init_from else None,
             "seconds": round(time.time() - started, 2),
+            **extras,
         }
 
     exporter = EncoderExportCallback(export_dir, tokenizer, manifest)
     checkpoints = ModelCheckpoint(dirpath=str(stage_dir / "checkpoints"), save_last=True, save_top_k=0)
     stage_cfg = getattr(cfg.stages, stage)
     trainer_kwargs = {k: v for k, v in asdict(cfg.trainer).items() if v is not None}
+    logger = make_logger(cfg, stage, stage_dir)
     trainer = pl.Trainer(
         **trainer_kwargs,
         max_epochs=stage_cfg.max_epochs,
         max_steps=stage_cfg.max_steps,
         default_root_dir=str(stage_dir),
-        logger=make_logger(cfg, stage_dir),
-        callbacks=[checkpoints, exporter],
+        logger=logger,
+        callbacks=[
+            checkpoints,
+            exporter,
+            LogExportCallback(exporter, f"{cfg.run_name}-{stage}-encoder", cfg.logger.log_model),
+            WandbRunIdCallback(),
+            *stage_callbacks,
+        ],
         use_distributed_sampler=False,  # our batch sampler shards itself across ranks
     )
     last = stage_dir / "checkpoints" / "last.ckpt"
-    trainer.fit(module, datamodule=datamodule, ckpt_path=str(last) if last.is_file() else None)
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=str(last) if last.is_file() else None)
+    except BaseException:
+        finish_logger(logger, failed=True)
+        raise
+    finish_logger(logger)  # the next stage must not log into this W&B run
     return read_export_manifest(export_dir)
 
 

@@ -20,21 +20,47 @@ log = logging.getLogger("cofee-finetune")
 def main(cfg: DictConfig) -> None:
     with user_errors("cofee-finetune"):
         root = validate_finetune(cfg)
+        from cofee.config import to_plain
         from cofee.data_modules.gold_ner import splits_from_config
         from cofee.finetune import export_finetuned, finetune
+        from cofee.loggers import finish_logger, log_export, log_summary, make_logger
 
+        out_dir = Path(root.paths.output_dir)
         splits = splits_from_config(root.data, root.finetune.scheme)
-        result = finetune(
-            splits,
-            root.finetune,
-            root.init_from,
-            root.model,
-            root.fraction,
-            root.kshot,
-            root.seed,
-            trainer_kwargs={"accelerator": root.trainer.accelerator, "devices": 1},
+        logger = make_logger(
+            root.logger,
+            out_dir,
+            name=root.run_name,
+            group=root.run_name,
+            job_type="finetune",
+            config=to_plain(root),
         )
-        summary = export_finetuned(result, root, Path(root.paths.output_dir))
+        try:
+            result = finetune(
+                splits,
+                root.finetune,
+                root.init_from,
+                root.model,
+                root.fraction,
+                root.kshot,
+                root.seed,
+                trainer_kwargs={
+                    "accelerator": root.trainer.accelerator,
+                    "devices": 1,
+                    "logger": logger,
+                    "log_every_n_steps": root.trainer.log_every_n_steps,
+                },
+            )
+            summary = export_finetuned(result, root, out_dir)
+            # the results.json figures as the run's summary: a W&B sweep's metric is read from here
+            log_summary(logger, {k: v for k, v in summary.items() if k != "run_name"})
+            log_export(
+                logger, out_dir / "model", "model", f"{root.run_name}-model", summary, root.logger.log_model
+            )
+        except BaseException:
+            finish_logger(logger, failed=True)
+            raise
+        finish_logger(logger)
         log.info("test: %s", json.dumps(summary["test"]["micro"]))
 
 

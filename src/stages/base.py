@@ -88,6 +88,10 @@ class StageModule(pl.LightningModule):
             self.log(f"{self.stage_name}/val/{name}", value, prog_bar=name == "f1")
 
     # -- optimisation -------------------------------------------------------------------------
+    def head_modules(self) -> list[nn.Module]:
+        """The fresh parts trained at `head_lr` (a stage with a second head adds it here)."""
+        return [self.head]
+
     def configure_optimizers(self):
         no_decay = ("bias", "LayerNorm.weight", "layer_norm.weight", "norm.weight")
 
@@ -98,7 +102,10 @@ class StageModule(pl.LightningModule):
                 {"params": [p for n, p in named if n.endswith(no_decay)], "lr": lr, "weight_decay": 0.0},
             ]
 
-        params = groups(self.encoder, self.optim.lr) + groups(self.head, self.optim.head_lr or self.optim.lr)
+        head_lr = self.optim.head_lr or self.optim.lr
+        params = groups(self.encoder, self.optim.lr)
+        for head in self.head_modules():
+            params += groups(head, head_lr)
         optimizer = torch.optim.AdamW(
             [g for g in params if g["params"]], lr=self.optim.lr, weight_decay=self.optim.weight_decay
         )

@@ -1,0 +1,275 @@
+"""Cluster refresh for stage 3 (FET): pseudo-labels at train start, re-clustered every N epochs.
+
+- Train start: one pass over the training windows (`ClusterDataModule.feature_dataloader`, eval
+  mode) extracts every span's pooled vector; k-means turns them into the first pseudo-labels. A run
+  resumed from a checkpoint skips this: its labels, feature store and history come back with it.
+- End of every N-th epoch (not the last one: nothing would train on its labels): the vectors the
+  epoch recorded (`SpanFeatureStore`; with `features="extract"` a fresh eval-mode pass instead) update
+  the store, every span is re-clustered with the k-means seed derived from (seed, epoch), the
+  cluster head is re-initialised from a seed derived from (seed, epoch) and its optimiser state
+  dropped (DeepCluster: the old head's classes mean nothing for the new clusters).
+- Logged (`fet/cluster/...`): `nmi_prev` (NMI between the previous and the new assignment, by span
+  id), `seconds` (the whole refresh), `size_min|median|max`, `empty`, `share` (the refresh's share of
+  the epoch's wall time, training and validation included). `history` keeps one entry per clustering
+  and goes into the export manifest.
+
+Under DDP every rank records the spans of its own shard; the vectors recorded this epoch are gathered
+to every rank (so the stores stay identical), rank 0 clusters the whole store and broadcasts: every
+rank ends with identical pseudo-labels and an identical re-initialised head. The state is saved on
+the epoch boundary after the refresh (Lightning runs checkpoint callbacks last).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+
+from cofee.clustering.distributed import PseudoLabels, cluster_distributed, gather_features
+from cofee.clustering.features import SpanFeatures, extract_span_features
+from cofee.clustering.kmeans import ClusterConfig, derive_seed
+from cofee.clustering.quality import nmi, purity
+from cofee.stages.fet import REFRESH_FEATURES, SpanFeatureStore
+
+log = logging.getLogger(__name__)
+
+
+def _rank() -> int:
+    dist = torch.distributed
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+
+
+def _plain(value):
+    """numpy scalars and the like -> JSON types (the checkpoint is loaded with weights_only)."""
+    return json.loads(json.dumps(value, default=lambda v: v.item() if hasattr(v, "item") else str(v)))
+
+
+class ClusterRefreshCallback(pl.Callback):
+    def __init__(
+        self, cluster: ClusterConfig, every_n_epochs: int = 1, seed: int = 0, features: str = "recorded"
+    ):
+        if every_n_epochs < 1:
+            raise ValueError(f"every_n_epochs must be at least 1, got {every_n_epochs}")
+        if features not in REFRESH_FEATURES:
+            raise ValueError(f"features must be one of {', '.join(REFRESH_FEATURES)}, got {features!r}")
+        cluster.validate("stages.fet.cluster")
+        self.cluster = cluster
+        self.every_n_epochs = every_n_epochs
+        self.seed = seed
+        self.features = features
+        self.labels: PseudoLabels | None = None
+        self.history: list[dict] = []
+        self.store: SpanFeatureStore | None = None
+        self._restored_store: dict | None = None
+        self.reference: np.ndarray | None = None  # fine type per span id (None: unknown), for the record
+        self._epoch_started: float | None = None
+
+    # -- checkpointed state ---------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        labels = None
+        if self.labels is not None:
+            labels = {
+                "span_ids": torch.from_numpy(np.asarray(self.labels.span_ids, dtype=np.int64)),
+                "assignments": torch.from_numpy(np.asarray(self.labels.assignments, dtype=np.int64)),
+                "class_weights": torch.from_numpy(np.asarray(self.labels.class_weights, dtype=np.float32)),
+                "stats": _plain(self.labels.stats),
+            }
+        store = self.store.state_dict() if self.store is not None else None
+        return {"labels": labels, "history": _plain(self.history), "store": store}
+
+    def load_state_dict(self, state: dict) -> None:
+        labels = state.get("labels")
+        if labels is not None:
+            self.labels = PseudoLabels(
+                labels["span_ids"].numpy(),
+                labels["assignments"].numpy(),
+                labels["class_weights"].numpy(),
+                dict(labels["stats"]),
+            )
+        self.history = list(state.get("history", []))
+        self._restored_store = state.get("store")
+
+    def manifest_entry(self) -> dict:
+        """What the export manifest records about the clustering."""
+        refreshes = [h for h in self.history if h["kind"] == "refresh"]
+        summary = {
+            "k": self.cluster.k,
+            "every_n_epochs": self.every_n_epochs,
+            "features": self.features,
+            "refreshes": len(refreshes),
+            "mean_refresh_seconds": _mean(h["seconds"] for h in refreshes),
+            "mean_refresh_share": _mean(h["share"] for h in refreshes if h["share"] is not None),
+        }
+        return {"clustering": {**summary, "history": _plain(self.history)}}
+
+    # -- train start: the first labels ----------------------------------------------------------
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        datamodule = trainer.datamodule
+        dim = pl_module.cluster_head.in_features
+        if self._restored_store is not None:
+            self.store = SpanFeatureStore.from_state(self._restored_store)
+            self._restored_store = None
+        if self.store is None or len(self.store) != datamodule.num_spans:
+            self.store = SpanFeatureStore(datamodule.num_spans, dim)
+        pl_module.features = self.store
+        fine = getattr(datamodule, "span_fine_types", None)
+        self.reference = np.asarray(fine, dtype=object) if fine and len(fine) == len(self.store) else None
+        if self.labels is not None:  # resumed: keep the labels it trained on, no initial clustering
+            pl_module.set_pseudo_labels(self.labels)
+            log.info("fet: %d pseudo-labels restored, no initial clustering", len(self.labels.span_ids))
+            finished = trainer.current_epoch - 1
+            if finished >= 0 and self.missed(trainer, finished):
+                # the stopped run ended on an epoch it did not refresh after (its last one): a run
+                # that goes on refreshes now, from the vectors that epoch recorded (in the checkpoint)
+                self.refresh(trainer, pl_module, finished, epoch_seconds=None)
+            return
+        started = time.perf_counter()
+        local = self.extract(pl_module, datamodule.feature_dataloader())
+        extracted = time.perf_counter() - started
+        entry = self.recluster(pl_module, local, SpanFeatureStore.EXTRACTED, label_epoch=0)
+        entry.update(
+            kind="initial",
+            extract_seconds=round(extracted, 3),
+            seconds=round(entry["seconds"] + extracted, 3),
+        )
+        self.history.append(entry)
+        log.info("fet: initial clustering %s", json.dumps(entry))
+
+    @staticmethod
+    def extract(pl_module: pl.LightningModule, loader) -> SpanFeatures:
+        return extract_span_features(
+            pl_module.encoder,
+            loader,
+            pl_module.pooling,
+            pl_module.feature_layer,
+            device=pl_module.device,
+            progress=False,
+            suffix_len=pl_module.suffix_len,
+        )
+
+    # -- one clustering ---------------------------------------------------------------------------
+    def recluster(self, pl_module, local: SpanFeatures, stamp: int, label_epoch: int, optimizers=()) -> dict:
+        """Merge every rank's `local` vectors into the store, cluster the store for `label_epoch` and
+        install the labels; after a previous clustering also re-initialise the cluster head."""
+        started = time.perf_counter()
+        self.store.update(gather_features(local, all_ranks=True), stamp)
+        everything = self.store.known() if _rank() == 0 else self.store.empty()
+        labels = cluster_distributed(everything, self.cluster, label_epoch)
+        previous, self.labels = self.labels, labels
+        pl_module.set_pseudo_labels(labels)
+        entry = {
+            "label_epoch": label_epoch,
+            "spans": int(labels.stats.get("spans", len(labels.span_ids))),
+            "cluster_seconds": round(float(labels.stats["seconds"]), 3),
+            "iterations": labels.stats.get("iterations"),
+            "seed": labels.stats.get("seed"),
+            "sizes": {key: labels.stats[key] for key in ("min", "median", "max", "empty", "k")},
+            "nmi_prev": None,
+        }
+        entry.update(self.fine_type_agreement(labels))
+        if previous is not None:
+            entry["nmi_prev"] = round(
+                nmi(previous.lookup(labels.span_ids, missing=-1), labels.assignments), 4
+            )
+            pl_module.reset_cluster_head(derive_seed(self.seed, label_epoch), optimizers)
+        entry["seconds"] = round(time.perf_counter() - started, 3)
+        return entry
+
+    def fine_type_agreement(self, labels: PseudoLabels) -> dict:
+        """NMI and purity of the pseudo-labels against the fine types the corpus knows (a record of
+        what the clusters capture; never a training signal)."""
+        if self.reference is None:
+            return {}
+        fine = self.reference[np.asarray(labels.span_ids)]
+        known = np.array([f is not None for f in fine], dtype=bool)
+        if not known.any():
+            return {}
+        assigned, truth = np.asarray(labels.assignments)[known], fine[known].astype(str)
+        return {
+            "fine_spans": int(known.sum()),
+            "fine_nmi": round(nmi(assigned, truth), 4),
+            "fine_purity": round(purity(assigned, truth), 4),
+        }
+
+    # -- refresh every N epochs -------------------------------------------------------------------
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._epoch_started = time.perf_counter()
+
+    def due(self, trainer: pl.Trainer) -> bool:
+        """Refresh after the epoch that just ended? Every N-th, unless training stops here."""
+        epoch = trainer.current_epoch
+        last_epoch = trainer.max_epochs is not None and 0 < trainer.max_epochs <= epoch + 1
+        return (epoch + 1) % self.every_n_epochs == 0 and not (last_epoch or self._out_of_steps(trainer))
+
+    def missed(self, trainer: pl.Trainer, finished: int) -> bool:
+        """At a resumed start: a refresh after epoch `finished` was due for a run that goes on, and
+        did not happen (the stopped run's `max_epochs` ended there)."""
+        goes_on = (
+            trainer.max_epochs is None or trainer.max_epochs < 0 or trainer.current_epoch < trainer.max_epochs
+        )
+        return (
+            (finished + 1) % self.every_n_epochs == 0
+            and goes_on
+            and not self._out_of_steps(trainer)
+            and not any(h.get("after_epoch") == finished for h in self.history)
+        )
+
+    @staticmethod
+    def _out_of_steps(trainer: pl.Trainer) -> bool:
+        return trainer.should_stop or (
+            trainer.max_steps is not None and 0 < trainer.max_steps <= trainer.global_step
+        )
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        epoch = trainer.current_epoch
+        if self.due(trainer) and not any(h.get("after_epoch") == epoch for h in self.history):
+            started = self._epoch_started
+            entry = self.refresh(
+                trainer, pl_module, epoch, time.perf_counter() - started if started else None
+            )
+            self.log_entry(pl_module, entry)
+
+    def refresh(self, trainer: pl.Trainer, pl_module, epoch: int, epoch_seconds: float | None) -> dict:
+        """Re-cluster with the vectors of `epoch` (the labels of epoch + 1); returns the history entry."""
+        started = time.perf_counter()
+        if self.features == "extract":
+            local = self.extract(pl_module, trainer.datamodule.feature_dataloader())
+        else:
+            local = self.store.recorded_in(epoch)
+        entry = self.recluster(pl_module, local, epoch, label_epoch=epoch + 1, optimizers=trainer.optimizers)
+        seconds = time.perf_counter() - started
+        entry.update(
+            kind="refresh",
+            after_epoch=epoch,
+            seconds=round(seconds, 3),
+            epoch_seconds=round(epoch_seconds, 3) if epoch_seconds is not None else None,
+            share=round(seconds / (epoch_seconds + seconds), 4) if epoch_seconds is not None else None,
+        )
+        self.history.append(entry)
+        log.info("fet: refresh after epoch %d %s", epoch, json.dumps(entry))
+        return entry
+
+    @staticmethod
+    def log_entry(pl_module: pl.LightningModule, entry: dict) -> None:
+        sizes = entry["sizes"]
+        values = {
+            "nmi_prev": entry["nmi_prev"],
+            "seconds": entry["seconds"],
+            "share": entry["share"],
+            "size_min": sizes["min"],
+            "size_median": sizes["median"],
+            "size_max": sizes["max"],
+            "empty": sizes["empty"],
+        }
+        for name, value in values.items():
+            if value is not None:
+                pl_module.log(f"{pl_module.stage_name}/cluster/{name}", float(value), sync_dist=True)
+
+
+def _mean(values) -> float | None:
+    values = [float(v) for v in values]
+    return round(sum(values) / len(values), 4) if values else None

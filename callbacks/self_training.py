@@ -1,0 +1,81 @@
+"""Self-training for NEE (BOND-style): a teacher relabels a share of the training windows each round.
+
+At the start of every epoch after the first, the model as it stands (the teacher: it has seen one
+more round than the labels it is about to replace) predicts a seeded random share of the training
+windows; each word whose top label has probability >= `threshold` takes that label, the rest keep
+their distant label. The relabelled windows are stored in the checkpoint, so a resumed run trains on
+exactly the labels an uninterrupted one would.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+
+from cofee.data_modules.batching import WindowCollator
+
+
+class SelfTrainingCallback(pl.Callback):
+    def __init__(self, rate: float, threshold: float, seed: int, batch_size: int = 64):
+        if not 0 < rate <= 1:
+            raise ValueError(f"relabel rate must lie in (0, 1], got {rate}")
+        self.rate = rate
+        self.threshold = threshold
+        self.seed = seed
+        self.batch_size = batch_size
+        self.relabelled: dict[int, list[int]] = {}
+        self.rounds: list[dict] = []
+
+    # -- checkpointed state ---------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        return {"relabelled": self.relabelled, "rounds": self.rounds}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.relabelled = {int(k): v for k, v in state["relabelled"].items()}
+        self.rounds = list(state["rounds"])
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        windows = trainer.datamodule.train_windows
+        for index, labels in self.relabelled.items():  # a resumed run: put back what the teacher said
+            windows[index].labels = list(labels)
+
+    # -- one round --------------------------------------------------------------------------------
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        epoch = trainer.current_epoch
+        if epoch == 0 or any(r["epoch"] == epoch for r in self.rounds):
+            return
+        windows = trainer.datamodule.train_windows
+        rng = np.random.default_rng([self.seed, epoch])
+        chosen = sorted(rng.choice(len(windows), size=math.ceil(self.rate * len(windows)), replace=False))
+        changed = self._relabel(pl_module, windows, chosen, trainer.datamodule.tokenizer.pad_token_id)
+        self.rounds.append({"epoch": epoch, "windows": len(chosen), "changed_words": changed})
+        pl_module.log(f"{pl_module.stage_name}/train/relabelled_words", float(changed))
+
+    def _relabel(self, pl_module: pl.LightningModule, windows: list, chosen: list[int], pad_id: int) -> int:
+        collate = WindowCollator(pad_id)
+        was_training = pl_module.training
+        pl_module.eval()
+        changed = 0
+        with torch.no_grad():
+            for start in range(0, len(chosen), self.batch_size):
+                indices = chosen[start : start + self.batch_size]
+                batch = collate([windows[i] for i in indices])
+                batch = {k: v.to(pl_module.device) if torch.is_tensor(v) else v for k, v in batch.items()}
+                probs = pl_module(batch).float().softmax(-1)
+                confidence, best = probs.max(-1)
+                for row, index in enumerate(indices):
+                    labels = list(windows[index].labels)
+                    for position in windows[index].word_positions:
+                        if (
+                            confidence[row, position] >= self.threshold
+                            and labels[position] != best[row, position]
+                        ):
+                            labels[position] = int(best[row, position])
+                            changed += 1
+                    windows[index].labels = labels
+                    self.relabelled[int(index)] = labels
+        pl_module.train(was_training)
+        return changed

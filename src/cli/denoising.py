@@ -1,0 +1,34 @@
+"""`cofee-denoising`: NEE per noise strategy against the gazetteer that labelled it (conf/denoising.yaml)."""
+
+from __future__ import annotations
+
+import logging
+
+import hydra
+from omegaconf import DictConfig
+
+from cofee.config import validate_denoising
+
+from .common import user_errors
+
+log = logging.getLogger("cofee-denoising")
+
+
+@hydra.main(version_base="1.3", config_path="pkg://cofee.conf", config_name="denoising")
+def main(cfg: DictConfig) -> None:
+    with user_errors("cofee-denoising"):
+        root = validate_denoising(cfg)
+        from cofee.denoising import run_denoising  # heavy imports after the config is known good
+
+        for row in run_denoising(root, root.gold, root.denoising):
+            log.info(
+                "%s %s seed %s: F1 %.3f",
+                row["system"],
+                row["strategy"] or "",
+                row["seed"] or "",
+                row["micro"]["f1"],
+            )
+
+
+if __name__ == "__main__":
+    main()

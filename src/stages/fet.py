@@ -1,0 +1,233 @@
+"""Stage 3, fine-grained entity typing (FET): the NEE tagger plus a cluster head on pseudo-labels.
+
+The encoder starts from the NEE export (and the typed head from the NEE head, when the export has
+one). Each training step computes
+
+    loss = typed partial-label loss (stage 2's, on the last layer)
+           + lambda_cluster * class-weighted cross-entropy of the cluster head against the spans'
+             current pseudo-labels (spans without one are ignored)
+
+The cluster head is a linear layer over pooled span vectors (`cofee.span_pooling`, `pooling`) taken
+from `feature_layer`, the same layer whose pooled vectors are clustered: the head learns to predict
+the clusters of the very representation it reads (DeepCluster). The default, -2 (the layer below the
+last), is the CoFEE code's choice (layer 11 of 12): the last layer is the typed head's and is pulled
+towards the coarse types.
+
+While it trains, the module writes each span's pooled vector (detached, float32, CPU) into a
+`SpanFeatureStore` by global span id, so `callbacks/cluster_refresh.py` can re-cluster what the epoch
+already computed instead of running a second pass over the corpus. Those vectors come from a model
+in training mode (dropout on) that moves during the epoch: the price of a refresh that costs a few
+per cent of an epoch rather than a third. `FETStageConfig.refresh_features: extract` runs the exact
+(eval-mode, end-of-epoch) pass instead.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+from transformers import PreTrainedModel
+
+from cofee.alignment import IGNORE_INDEX
+from cofee.clustering.distributed import PseudoLabels
+from cofee.clustering.features import SpanFeatures
+from cofee.clustering.kmeans import ClusterConfig
+from cofee.span_pooling import check_pooling, pool_batch_spans, pooled_dim
+
+from .base import OptimConfig
+from .nee import NEEModule, NoiseConfig
+
+REFRESH_FEATURES = ("recorded", "extract")
+
+
+@dataclass
+class FETClusterConfig:
+    """The Hydra-facing part of `cofee.clustering.ClusterConfig` (`use_gpu` as a string)."""
+
+    k: int = 23  # the CoFEE E-commerce run; the default data has ~50 fine types, a dozen frequent
+    pca_dim: int | None = 128
+    eigen_power: float = -0.5
+    niter: int = 60
+    nredo: int = 1
+    seed: int | None = None  # null: the run's seed; each clustering derives its own from (seed, epoch)
+    class_weights: str = "inverse_variance"  # or uniform
+    use_gpu: str = "auto"  # auto | true | false
+    threads: int | None = None  # FAISS threads (null: FAISS's setting)
+
+    def build(self, run_seed: int) -> ClusterConfig:
+        cfg = ClusterConfig(
+            k=self.k,
+            pca_dim=self.pca_dim,
+            eigen_power=self.eigen_power,
+            niter=self.niter,
+            nredo=self.nredo,
+            seed=self.seed if self.seed is not None else run_seed,
+            class_weights=self.class_weights,
+            use_gpu=self.use_gpu,
+            threads=self.threads,
+        )
+        return cfg
+
+
+class SpanFeatureStore:
+    """The newest pooled vector of every training span, by global span id, and the epoch it is from.
+
+    `epochs[i]`: -2 never seen, -1 from the extraction pass at train start, e >= 0 recorded in epoch e.
+    """
+
+    NEVER, EXTRACTED = -2, -1
+
+    def __init__(self, n_spans: int, dim: int):
+        self.features = torch.zeros((n_spans, dim), dtype=torch.float32)
+        self.epochs = torch.full((n_spans,), self.NEVER, dtype=torch.long)
+
+    def __len__(self) -> int:
+        return int(self.epochs.shape[0])
+
+    @property
+    def dim(self) -> int:
+        return int(self.features.shape[1])
+
+    def record(self, span_ids: torch.Tensor, features: torch.Tensor, epoch: int) -> None:
+        ids = span_ids.detach().cpu().long()
+        self.features[ids] = features.detach().float().cpu()
+        self.epochs[ids] = int(epoch)
+
+    def update(self, features: SpanFeatures, epoch: int) -> None:
+        if len(features):
+            self.record(
+                torch.from_numpy(features.span_ids), torch.from_numpy(np.asarray(features.features)), epoch
+            )
+
+    def _rows(self, mask: torch.Tensor) -> SpanFeatures:
+        rows = torch.nonzero(mask).squeeze(1)
+        return SpanFeatures(self.features[rows].numpy(), rows.numpy().astype(np.int64))
+
+    def recorded_in(self, epoch: int) -> SpanFeatures:
+        return self._rows(self.epochs == epoch)
+
+    def known(self) -> SpanFeatures:
+        """Every span with a vector, sorted by span id."""
+        return self._rows(self.epochs != self.NEVER)
+
+    def empty(self) -> SpanFeatures:
+        return SpanFeatures(np.zeros((0, self.dim), dtype=np.float32), np.zeros(0, dtype=np.int64))
+
+    def state_dict(self) -> dict:
+        return {"features": self.features.clone(), "epochs": self.epochs.clone()}
+
+    @classmethod
+    def from_state(cls, state: dict) -> SpanFeatureStore:
+        store = cls(0, 0)
+        store.features = state["features"].float().clone()
+        store.epochs = state["epochs"].long().clone()
+        return store
+
+
+class FETModule(NEEModule):
+    stage_name = "fet"
+
+    def __init__(
+        self,
+        encoder: PreTrainedModel,
+        optim: OptimConfig,
+        types: list[str],
+        k: int,
+        scheme: str = "BIO",
+        dropout: float = 0.1,
+        noise: NoiseConfig | None = None,
+        pooling: str = "sum",
+        feature_layer: int = -2,
+        lambda_cluster: float = 0.001,
+        suffix_len: int = 1,
+    ):
+        super().__init__(encoder, optim, types, scheme, dropout, noise)
+        check_pooling(pooling, "stages.fet.pooling")
+        layers = encoder.config.num_hidden_layers + 1  # hidden_states: the embeddings, then each layer
+        if not -layers <= feature_layer < layers:
+            raise ValueError(f"feature_layer {feature_layer} does not exist: the encoder has {layers} states")
+        self.pooling = pooling
+        self.feature_layer = feature_layer
+        self.lambda_cluster = lambda_cluster
+        self.suffix_len = suffix_len
+        self.cluster_head = nn.Linear(pooled_dim(pooling, encoder.config.hidden_size), k)
+        self.save_hyperparameters(
+            {"k": k, "pooling": pooling, "feature_layer": feature_layer, "lambda_cluster": lambda_cluster}
+        )
+        # set by ClusterRefreshCallback (not module state: their size depends on the data)
+        self.pseudo_labels: PseudoLabels | None = None
+        self.class_weights: torch.Tensor | None = None
+        self.features: SpanFeatureStore | None = None
+
+    def head_modules(self) -> list[nn.Module]:
+        return [self.head, self.cluster_head]
+
+    # -- pseudo-labels ----------------------------------------------------------------------------
+    def set_pseudo_labels(self, labels: PseudoLabels) -> None:
+        if len(labels.class_weights) != self.cluster_head.out_features:
+            raise ValueError(
+                f"{len(labels.class_weights)} clusters for a cluster head of {self.cluster_head.out_features}"
+            )
+        self.pseudo_labels = labels
+        self.class_weights = torch.as_tensor(np.asarray(labels.class_weights), dtype=torch.float32)
+
+    def reset_cluster_head(self, seed: int, optimizers=()) -> None:
+        """Re-initialise the cluster head from `seed` (the same weights on every device and rank) and
+        drop its optimiser state, so Adam moments of the old clusters do not steer the new ones."""
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            fresh = nn.Linear(self.cluster_head.in_features, self.cluster_head.out_features)
+        with torch.no_grad():
+            self.cluster_head.weight.copy_(fresh.weight)
+            self.cluster_head.bias.copy_(fresh.bias)
+        for optimizer in optimizers:
+            for param in self.cluster_head.parameters():
+                optimizer.state.pop(param, None)
+
+    def cluster_targets(self, span_ids: torch.Tensor) -> torch.Tensor:
+        if self.pseudo_labels is None:
+            return torch.full_like(span_ids, IGNORE_INDEX)
+        found = self.pseudo_labels.lookup(span_ids.cpu().numpy(), missing=IGNORE_INDEX)
+        return torch.from_numpy(found).to(span_ids.device)
+
+    def cluster_loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Class-weighted cross-entropy; 0 (still connected to the head, for DDP) without targets."""
+        if not bool((targets != IGNORE_INDEX).any()):
+            return logits.sum() * 0.0
+        weight = self.class_weights.to(logits.device) if self.class_weights is not None else None
+        return nn.functional.cross_entropy(logits.float(), targets, weight=weight, ignore_index=IGNORE_INDEX)
+
+    # -- steps ------------------------------------------------------------------------------------
+    def hidden_states(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        """(last layer, `feature_layer`) of one forward pass."""
+        inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+        if self.feature_layer == -1:
+            last = self.encoder(**inputs).last_hidden_state
+            return last, last
+        out = self.encoder(**inputs, output_hidden_states=True)
+        return out.last_hidden_state, out.hidden_states[self.feature_layer]
+
+    def step_losses(self, batch: dict) -> dict[str, torch.Tensor]:
+        last, layer = self.hidden_states(batch)
+        typed = self.head.loss(self.head(last), batch)
+        pooled = pool_batch_spans(layer, batch, self.pooling, self.suffix_len)
+        ids = torch.tensor([i for window in batch["span_ids"] for i in window], dtype=torch.long)
+        if self.features is not None and len(ids):
+            self.features.record(ids, pooled, self.current_epoch)
+        cluster = self.cluster_loss(self.cluster_head(pooled), self.cluster_targets(ids).to(pooled.device))
+        return {"typed": typed, "cluster": cluster, "hidden": last}
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        parts = self.step_losses(batch)
+        loss = parts["typed"] + self.lambda_cluster * parts["cluster"]
+        self.log(f"{self.stage_name}/train/typed_loss", parts["typed"])
+        self.log(f"{self.stage_name}/train/cluster_loss", parts["cluster"])
+        if self.reference is not None:
+            distill = self.distill_loss(parts["hidden"], batch)
+            self.log(f"{self.stage_name}/train/distill_loss", distill)
+            loss = loss + self.optim.distill_weight * distill
+        self.log(f"{self.stage_name}/train/loss", loss, prog_bar=True)
+        self.log(f"{self.stage_name}/train/lr", self.trainer.optimizers[0].param_groups[0]["lr"])
+        return loss

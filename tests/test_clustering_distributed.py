@@ -1,0 +1,120 @@
+"""Pseudo-labels under DDP: 2 real processes on gloo (CPU) against a single-process run."""
+
+import socket
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch.multiprocessing as mp
+
+from cofee.clustering import (
+    ClusterConfig,
+    SpanFeatures,
+    TooFewSpansError,
+    cluster_distributed,
+    dedup_sorted,
+    gather_features,
+)
+
+CFG = {"k": 6, "pca_dim": 8, "niter": 20, "seed": 7}
+EPOCH = 3
+
+
+def synthetic(n=300, dim=16, k=6):
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(k, dim)) * 3
+    x = centres[rng.integers(0, k, n)] + rng.normal(size=(n, dim))
+    ids = np.arange(1000, 1000 + n, dtype=np.int64)
+    return SpanFeatures(x.astype(np.float32), ids)
+
+
+def shards(data: SpanFeatures):
+    """Two overlapping shards in scrambled order; rank 1 ends with a padding repeat of rank 0's first
+    span, as DistributedSampler padding would give it."""
+    n = len(data)
+    rng = np.random.default_rng(1)
+    rank0 = rng.permutation(np.arange(0, 170))
+    rank1 = np.concatenate([rng.permutation(np.arange(150, n)), rank0[:1]])
+    return [SpanFeatures(data.features[r], data.span_ids[r]) for r in (rank0, rank1)]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _worker(rank: int, world: int, port: int, out_dir: str) -> None:
+    import torch
+    import torch.distributed as dist
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    try:
+        local = shards(synthetic())[rank]
+        everywhere = gather_features(local, all_ranks=True)
+        on_root = gather_features(local)
+        nothing = SpanFeatures(np.zeros((0, 16), np.float32), np.zeros(0, np.int64))
+        one_sided = gather_features(local if rank == 0 else nothing, all_ranks=True)  # rank 1 holds none
+        labels = cluster_distributed(local, ClusterConfig(**CFG), EPOCH)
+        span_ids, assignments, weights = labels
+        try:
+            cluster_distributed(local, ClusterConfig(**{**CFG, "k": 500, "pca_dim": None}), EPOCH)
+            error = ""
+        except TooFewSpansError as exc:
+            error = str(exc)
+        np.savez(
+            Path(out_dir) / f"rank{rank}.npz",
+            gathered=everywhere.features,
+            gathered_ids=everywhere.span_ids,
+            root_is_none=on_root is None,
+            one_sided_ids=one_sided.span_ids,
+            span_ids=span_ids,
+            assignments=assignments,
+            weights=weights,
+            stats_spans=labels.stats["spans"],
+            error=error,
+        )
+    finally:
+        dist.destroy_process_group()
+
+
+def test_two_gloo_ranks_agree_with_a_single_process(tmp_path, monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # the children inherit it: 2 processes on a small machine
+    mp.spawn(_worker, args=(2, free_port(), str(tmp_path)), nprocs=2, join=True)
+    ranks = [np.load(tmp_path / f"rank{r}.npz") for r in range(2)]
+
+    data = synthetic()
+    single = cluster_distributed(data, ClusterConfig(**CFG), EPOCH)  # no process group: local
+    for r, out in enumerate(ranks):
+        # the gather: every span once, sorted by id, the padding repeat dropped
+        np.testing.assert_array_equal(out["gathered_ids"], data.span_ids)
+        np.testing.assert_array_equal(out["gathered"], data.features)
+        assert bool(out["root_is_none"]) == (r == 1)
+        np.testing.assert_array_equal(out["one_sided_ids"], np.sort(shards(data)[0].span_ids))
+        # identical pseudo-labels on both ranks, equal to the single-process run
+        np.testing.assert_array_equal(out["span_ids"], single.span_ids)
+        np.testing.assert_array_equal(out["assignments"], single.assignments)
+        np.testing.assert_array_equal(out["weights"], single.class_weights)
+        assert int(out["stats_spans"]) == 300
+        # an error on the clustering rank reaches every rank (no hang)
+        assert "cannot cluster 300 spans" in str(out["error"])
+    assert single.stats["k"] == 6 and single.result is not None
+
+
+def test_local_fallback_dedups_and_looks_up():
+    data = synthetic(n=60)
+    doubled = SpanFeatures(
+        np.concatenate([data.features[::-1], data.features[:5]]),
+        np.concatenate([data.span_ids[::-1], data.span_ids[:5]]),
+    )
+    merged = dedup_sorted(doubled)
+    np.testing.assert_array_equal(merged.span_ids, data.span_ids)
+    np.testing.assert_array_equal(merged.features, data.features)
+    labels = cluster_distributed(doubled, ClusterConfig(k=3, pca_dim=4, niter=5), epoch=0)
+    assert labels.assignments.shape == (60,) and labels.class_weights.shape == (3,)
+    query = data.span_ids[[5, 0, 59]]
+    np.testing.assert_array_equal(labels.lookup(query), labels.assignments[[5, 0, 59]])
+    with pytest.raises(KeyError, match="span id 7 has no pseudo-label"):
+        labels.lookup([7])
+    assert labels.lookup([7, int(data.span_ids[1])], missing=-100).tolist() == [-100, labels.assignments[1]]
