@@ -135,6 +135,9 @@ class LoggerConfig:
 @dataclass
 class CurriculumConfig:
     stages: list[str] = field(default_factory=lambda: ["esi"])
+    # A finished (or interrupted) stage whose settings changed is refused, naming the keys; true
+    # retrains it instead, keeping the old export and checkpoints aside (`*.replaced-<hash>`).
+    retrain_changed: bool = False
 
 
 @dataclass

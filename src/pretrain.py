@@ -23,8 +23,10 @@ from cofee.data_modules.wiki_anchor import WikiAnchorDataModule
 
 from .alignment import special_tokens
 from .config import RootConfig, to_plain
+from .config_diff import changed_keys, describe_changes
+from .errors import ConfigError, InputFileError
 from .export import MANIFEST, load_export_head, load_start, manifest_hash, read_export_manifest
-from .io_utils import stable_hash
+from .io_utils import atomic_write_json, read_json, stable_hash
 from .loggers import LogExportCallback, finish_logger
 from .loggers import make_logger as make_run_logger
 from .stages.esi import ENTITY_TYPE, ESIModule
@@ -35,6 +37,7 @@ from .stages.nee import NEEModule
 StageParts = tuple[pl.LightningModule, pl.LightningDataModule, list[pl.Callback]]
 
 log = logging.getLogger(__name__)
+INPUTS = "inputs.json"  # a stage's recorded inputs, written when it starts (refuses a stale resume)
 
 
 def build_esi(cfg: RootConfig, encoder, tokenizer, init_from: Path | None) -> StageParts:
@@ -69,11 +72,11 @@ def build_nee(cfg: RootConfig, encoder, tokenizer, init_from: Path | None) -> St
     module = NEEModule(encoder, stage.optim, gazetteer.types, stage.scheme, stage.dropout, stage.noise)
     if init_from is None or (read_export_manifest(init_from).get("stage") != "esi" and stage.noise.esi_spans):
         log.warning("nee: not started from an ESI export; only untyped anchors count as unknown-type spans")
-    datamodule = _gazetteer_data(GazetteerDataModule, cfg, stage, tokenizer, init_from)
+    datamodule = gazetteer_data_module(GazetteerDataModule, cfg, stage, tokenizer, init_from)
     return module, datamodule, _self_training(cfg, stage)
 
 
-def _gazetteer_data(kind: type, cfg: RootConfig, stage, tokenizer, init_from: Path | None):
+def gazetteer_data_module(kind: type, cfg: RootConfig, stage, tokenizer, init_from: Path | None):
     """The gazetteer-labelled data of NEE and FET (`kind`: the data module class)."""
     gazetteer, anchors = cfg.data.gazetteer, cfg.data.anchors
     return kind(
@@ -135,7 +138,7 @@ def build_fet(cfg: RootConfig, encoder, tokenizer, init_from: Path | None) -> St
         log.warning(
             "fet: %s has no typed head of this scheme and types; the typed head starts fresh", init_from
         )
-    datamodule = _gazetteer_data(ClusterDataModule, cfg, stage, tokenizer, init_from)
+    datamodule = gazetteer_data_module(ClusterDataModule, cfg, stage, tokenizer, init_from)
     refresh = ClusterRefreshCallback(
         stage.cluster.build(cfg.seed), stage.refresh_every_n_epochs, cfg.seed, stage.refresh_features
     )
@@ -147,20 +150,64 @@ STAGE_BUILDERS = {"esi": build_esi, "nee": build_nee, "fet": build_fet}
 STAGE_DATA = {"esi": ("anchors",), "nee": ("anchors", "gazetteer"), "fet": ("anchors", "gazetteer")}
 
 
+def stage_inputs(cfg: RootConfig, stage: str, parent: str | None) -> dict:
+    """What a stage's result depends on, under the config keys a user would override: the encoder
+    (first stage only), its data configs, its training config, seed, and its parent export."""
+    return {
+        "model": to_plain(cfg.model) if parent is None else None,
+        "data": {name: to_plain(getattr(cfg.data, name)) for name in STAGE_DATA[stage]},
+        "stages": {stage: to_plain(getattr(cfg.stages, stage))},
+        "trainer": {k: v for k, v in asdict(cfg.trainer).items() if k in ("precision", "gradient_clip_val")},
+        "seed": cfg.seed,
+        "parent": parent,
+    }
+
+
 def stage_config_hash(cfg: RootConfig, stage: str, parent: str | None) -> str:
-    """What a stage's result depends on: encoder, its data config, its training config, seed, parent."""
-    return stable_hash(
-        {
-            "model": to_plain(cfg.model) if parent is None else None,
-            "data": {name: to_plain(getattr(cfg.data, name)) for name in STAGE_DATA[stage]},
-            "stage": to_plain(getattr(cfg.stages, stage)),
-            "trainer": {
-                k: v for k, v in asdict(cfg.trainer).items() if k in ("precision", "gradient_clip_val")
-            },
-            "seed": cfg.seed,
-            "parent": parent,
-        }
-    )
+    return stable_hash(stage_inputs(cfg, stage, parent))
+
+
+def _set_aside(path: Path, tag: str) -> Path:
+    """Keep a replaced export or checkpoint folder under a new name: nothing a user made is lost."""
+    target = path.with_name(f"{path.name}.replaced-{tag}")
+    n = 1
+    while target.exists():
+        target, n = path.with_name(f"{path.name}.replaced-{tag}-{n}"), n + 1
+    path.rename(target)
+    log.warning("kept the replaced %s as %s", path, target)
+    return target
+
+
+def check_stage_inputs(cfg: RootConfig, stage: str, stage_dir: Path, inputs: dict) -> bool:
+    """True when the stage is finished with these inputs. A finished or interrupted stage with other
+    inputs is refused, naming the keys that differ, unless `curriculum.retrain_changed` is set; then
+    its export and checkpoints are set aside and the stage retrains."""
+    config_hash = stable_hash(inputs)
+    export_dir, checkpoints, recorded = stage_dir / "encoder", stage_dir / "checkpoints", stage_dir / INPUTS
+    previous = None
+    if (export_dir / MANIFEST).is_file():
+        done = read_export_manifest(export_dir)
+        if done.get("config_hash") == config_hash:
+            return True
+        previous = done.get("inputs", {})
+    elif (checkpoints / "last.ckpt").is_file() and recorded.is_file():
+        previous = read_json(recorded)
+        if stable_hash(previous) == config_hash:
+            return False  # interrupted with the same inputs: resume from last.ckpt
+    if previous is not None:
+        changes = describe_changes(changed_keys(previous, inputs)) or "settings not recorded by this version"
+        if not cfg.curriculum.retrain_changed:
+            raise ConfigError(
+                f"stages.{stage}",
+                f"{stage_dir} holds a {stage} stage trained with other settings: {changes}; rerun with "
+                "curriculum.retrain_changed=true to retrain it (the old one is kept aside) or pick another run_name",
+            )
+        log.warning("%s: settings changed (%s); retraining", stage, changes)
+        for folder in (export_dir, checkpoints):
+            if folder.exists():
+                _set_aside(folder, stable_hash(previous, length=8))
+    atomic_write_json(recorded, inputs)
+    return False
 
 
 def make_logger(cfg: RootConfig, stage: str, stage_dir: Path):
@@ -177,15 +224,31 @@ def make_logger(cfg: RootConfig, stage: str, stage_dir: Path):
     )
 
 
+def check_checkpoint(path: Path) -> None:
+    """Fail with the file named when a checkpoint to resume from cannot be read (a truncated copy,
+    a disk that filled up), before Lightning half-restores it."""
+    import torch
+
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+    except Exception as exc:  # torch raises RuntimeError, EOFError, UnpicklingError, ... by cause
+        raise InputFileError(
+            path,
+            f"cannot read this checkpoint ({str(exc).splitlines()[0][:120]}); move it away to restart the stage",
+        ) from None
+    missing = [key for key in ("state_dict", "optimizer_states", "loops") if key not in state]
+    if missing:
+        raise InputFileError(path, f"not a Lightning checkpoint of a stage (no {', '.join(missing)})")
+
+
 def run_stage(cfg: RootConfig, stage: str, init_from: Path | None = None) -> dict:
     """Train one stage (or find it done) and return its export manifest."""
     stage_dir = Path(cfg.paths.output_dir) / stage
     export_dir = stage_dir / "encoder"
     parent = manifest_hash(read_export_manifest(init_from)) if init_from else None
-    config_hash = stage_config_hash(cfg, stage, parent)
-    if (export_dir / MANIFEST).is_file() and read_export_manifest(export_dir).get(
-        "config_hash"
-    ) == config_hash:
+    inputs = stage_inputs(cfg, stage, parent)
+    config_hash = stable_hash(inputs)
+    if check_stage_inputs(cfg, stage, stage_dir, inputs):
         log.info("%s: up to date in %s, skipped", stage, export_dir)
         return read_export_manifest(export_dir)
 
@@ -202,6 +265,7 @@ def run_stage(cfg: RootConfig, stage: str, init_from: Path | None = None) -> dic
             "stage": stage,
             "config_hash": config_hash,
             "config": {"stage": to_plain(getattr(cfg.stages, stage)), "seed": cfg.seed},
+            "inputs": inputs,
             "data_manifest_hash": stable_hash(data_manifest) if data_manifest else None,
             "data_counts": (data_manifest or {}).get("counts"),
             "parent": parent,
@@ -231,6 +295,8 @@ def run_stage(cfg: RootConfig, stage: str, init_from: Path | None = None) -> dic
         use_distributed_sampler=False,  # our batch sampler shards itself across ranks
     )
     last = stage_dir / "checkpoints" / "last.ckpt"
+    if last.is_file():
+        check_checkpoint(last)
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=str(last) if last.is_file() else None)
     except BaseException:

@@ -1,0 +1,74 @@
+import pytest
+
+from cofee.config import validate
+from cofee.errors import ConfigError
+from cofee.pretrain import run_curriculum
+
+
+def _cfg(compose_cfg, tmp_path, dump, *extra):
+    return validate(
+        compose_cfg(
+            [
+                "experiment=smoke",
+                f"paths.root={tmp_path}",
+                f"data.anchors.dump={dump}",
+                "data.anchors.build_workers=1",
+                "data.anchors.dev_fraction=0.2",
+                "trainer.fast_dev_run=true",
+                *extra,
+            ]
+        )
+    )
+
+
+def test_changed_settings_of_a_finished_stage_are_refused_by_name(compose_cfg, tmp_path, small_dump):
+    first = run_curriculum(_cfg(compose_cfg, tmp_path, small_dump))["esi"]
+    stage_dir = tmp_path / "outputs" / "smoke" / "esi"
+    before = sorted(p.name for p in stage_dir.iterdir())
+    changed = _cfg(compose_cfg, tmp_path, small_dump, "stages.esi.optim.lr=2e-3")
+    with pytest.raises(ConfigError, match=r"stages\.esi\.optim\.lr \(0\.001 -> 0\.002\)") as err:
+        run_curriculum(changed)
+    assert "curriculum.retrain_changed=true" in str(err.value)
+    assert sorted(p.name for p in stage_dir.iterdir()) == before  # nothing moved or lost
+    assert (stage_dir / "encoder" / "manifest.json").is_file()
+
+    retrained = run_curriculum(
+        _cfg(compose_cfg, tmp_path, small_dump, "stages.esi.optim.lr=2e-3", "curriculum.retrain_changed=true")
+    )["esi"]
+    assert retrained["config_hash"] != first["config_hash"]
+    kept = [p for p in stage_dir.iterdir() if p.name.startswith("encoder.replaced-")]
+    assert len(kept) == 1 and (kept[0] / "manifest.json").is_file()
+
+
+def test_an_interrupted_stage_with_changed_settings_is_refused(compose_cfg, tmp_path, small_dump):
+    cfg = _cfg(compose_cfg, tmp_path, small_dump)
+    run_curriculum(cfg)
+    stage_dir = tmp_path / "outputs" / "smoke" / "esi"
+    # an interrupted stage: checkpoints and recorded inputs, no export yet
+    import shutil
+
+    shutil.rmtree(stage_dir / "encoder")
+    (stage_dir / "checkpoints").mkdir(exist_ok=True)
+    (stage_dir / "checkpoints" / "last.ckpt").write_bytes(b"not used")
+    with pytest.raises(ConfigError, match=r"stages\.esi\.batch_size \(16 -> 8\)"):
+        run_curriculum(_cfg(compose_cfg, tmp_path, small_dump, "stages.esi.batch_size=8"))
+    assert (stage_dir / "checkpoints" / "last.ckpt").read_bytes() == b"not used"
+
+
+def test_a_truncated_last_checkpoint_is_named_and_nothing_is_lost(compose_cfg, tmp_path, small_dump):
+    from cofee.errors import InputFileError
+
+    base = ["trainer.fast_dev_run=false", "trainer.limit_train_batches=1", "trainer.limit_val_batches=1"]
+    run_curriculum(_cfg(compose_cfg, tmp_path, small_dump, *base))
+    stage_dir = tmp_path / "outputs" / "smoke" / "esi"
+    last = stage_dir / "checkpoints" / "last.ckpt"
+    data = last.read_bytes()
+    last.write_bytes(data[: len(data) // 2])
+    import shutil
+
+    shutil.rmtree(stage_dir / "encoder")  # interrupted before its export
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    with pytest.raises(InputFileError, match=r"last\.ckpt: cannot read this checkpoint"):
+        run_curriculum(_cfg(compose_cfg, tmp_path, small_dump, *base))
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
+    assert last.stat().st_size == len(data) // 2
