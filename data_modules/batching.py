@@ -125,3 +125,22 @@ def window_loader(
     return DataLoader(
         windows, batch_sampler=sampler, collate_fn=WindowCollator(pad_token_id), num_workers=num_workers
     )
+
+
+class TrainValWindowLoaders:
+    """Train and dev loaders for a data module that holds `train_windows` and `val_windows` (and
+    `tokenizer`, `batch_size`, `eval_batch_size`, `seed`, `bucket`, `num_workers`)."""
+
+    def train_dataloader(self) -> DataLoader:
+        return window_loader(
+            self.train_windows, self.batch_size, True, self.tokenizer.pad_token_id, **self._loading
+        )
+
+    def val_dataloader(self) -> DataLoader:
+        return window_loader(
+            self.val_windows, self.eval_batch_size, False, self.tokenizer.pad_token_id, **self._loading
+        )
+
+    @property
+    def _loading(self) -> dict:
+        return {"seed": self.seed, "bucket": self.bucket, "num_workers": self.num_workers}

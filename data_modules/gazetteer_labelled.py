@@ -17,7 +17,6 @@ from pathlib import Path
 import numpy as np
 import pytorch_lightning as pl
 import torch
-from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
@@ -29,13 +28,13 @@ from cofee.partial_labels import UNKNOWN_TYPE, extended_labels
 from cofee.tagging import spans_to_tags
 from cofee.wiki.build_anchors import AnchorBuildConfig, build_anchor_corpus, default_dump_path
 
-from .batching import WindowCollator, window_loader
+from .batching import TrainValWindowLoaders, WindowCollator
 from .wiki_anchor import is_dev_page
 
 log = logging.getLogger(__name__)
 
 
-class GazetteerDataModule(pl.LightningDataModule):
+class GazetteerDataModule(TrainValWindowLoaders, pl.LightningDataModule):
     def __init__(
         self,
         tokenizer: PreTrainedTokenizerBase,
@@ -194,17 +193,3 @@ class GazetteerDataModule(pl.LightningDataModule):
                 window.labels[window.word_positions[word]] = self.label2id[tag]
         window.spans = sorted(window.spans + [(s, e, UNKNOWN_TYPE) for s, e in free])
         return len(free)
-
-    def train_dataloader(self) -> DataLoader:
-        return window_loader(
-            self.train_windows, self.batch_size, True, self.tokenizer.pad_token_id, **self._loading
-        )
-
-    def val_dataloader(self) -> DataLoader:
-        return window_loader(
-            self.val_windows, self.eval_batch_size, False, self.tokenizer.pad_token_id, **self._loading
-        )
-
-    @property
-    def _loading(self) -> dict:
-        return {"seed": self.seed, "bucket": self.bucket, "num_workers": self.num_workers}

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import numpy as np
 import pytorch_lightning as pl
-from torch.utils.data import DataLoader
 from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
 from cofee.alignment import AlignmentStats, EncodedWindow, encode_sentences
@@ -25,7 +24,7 @@ from cofee.wiki.build_anchors import (
     load_manifest,
 )
 
-from .batching import window_loader
+from .batching import TrainValWindowLoaders
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +34,7 @@ def is_dev_page(page_id: int, dev_fraction: float, split_seed: int) -> bool:
     return bucket < dev_fraction * 10_000
 
 
-class WikiAnchorDataModule(pl.LightningDataModule):
+class WikiAnchorDataModule(TrainValWindowLoaders, pl.LightningDataModule):
     def __init__(
         self,
         tokenizer: PreTrainedTokenizerBase,
@@ -121,17 +120,3 @@ class WikiAnchorDataModule(pl.LightningDataModule):
                 f"{self.corpus_dir}: the split gave {len(self.train_windows)} train and "
                 f"{len(self.val_windows)} dev windows; adjust data.anchors.dev_fraction"
             )
-
-    def train_dataloader(self) -> DataLoader:
-        return window_loader(
-            self.train_windows, self.batch_size, True, self.tokenizer.pad_token_id, **self._loading
-        )
-
-    def val_dataloader(self) -> DataLoader:
-        return window_loader(
-            self.val_windows, self.eval_batch_size, False, self.tokenizer.pad_token_id, **self._loading
-        )
-
-    @property
-    def _loading(self) -> dict:
-        return {"seed": self.seed, "bucket": self.bucket, "num_workers": self.num_workers}

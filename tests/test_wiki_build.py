@@ -179,7 +179,7 @@ def test_rebuild_is_skipped_when_up_to_date(tmp_path, caplog, monkeypatch):
     first = build(out)
     stamp = (out / "shard-00000.jsonl").stat().st_mtime_ns
     time.sleep(0.01)
-    with caplog.at_level(logging.INFO, logger="cofee.wiki.build_anchors"):
+    with caplog.at_level(logging.INFO, logger="cofee"):
         again = build(out)
     assert again == first
     assert "up to date" in caplog.text

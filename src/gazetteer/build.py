@@ -30,17 +30,17 @@ import json
 import logging
 import time
 import unicodedata
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from ..errors import CofeeError, InputFileError
+from ..built_data import iter_jsonl, read_manifest, up_to_date
+from ..errors import InputFileError
 from ..io_utils import (
     atomic_directory,
     atomic_write_json,
     atomic_write_text,
-    read_json,
     sha256_file,
     stable_hash,
 )
@@ -373,19 +373,8 @@ def build_gazetteer(
     build_hash = stable_hash(
         {"inputs": _hashable(inputs), "config": asdict(cfg), "types": types, "version": VERSION}
     )
-    manifest_path = out_dir / "manifest.json"
-    if not force and manifest_path.is_file():
-        try:
-            old = read_json(manifest_path)
-        except CofeeError:
-            old = None
-        if (
-            isinstance(old, dict)
-            and old.get("build_hash") == build_hash
-            and all((out_dir / name).is_file() for name in FILES)
-        ):
-            log.info("gazetteer %s is up to date (build %s)", out_dir, build_hash)
-            return old
+    if not force and (old := up_to_date(out_dir, build_hash, "gazetteer", FILES)) is not None:
+        return old
     log.info("building gazetteer %s", out_dir)
     with atomic_directory(out_dir) as tmp:
         result = _build_into(tmp, cfg, dump, user_dir, types, progress)
@@ -415,36 +404,7 @@ def build_gazetteer(
 
 # -- readers ---------------------------------------------------------------------------------------
 def load_gazetteer_manifest(gazetteer_dir: str | Path) -> dict[str, Any]:
-    gazetteer_dir = Path(gazetteer_dir)
-    path = gazetteer_dir / "manifest.json"
-    if not path.is_file():
-        raise InputFileError(
-            gazetteer_dir, "no manifest.json: run cofee-build-gazetteer to build the gazetteer"
-        )
-    manifest = read_json(path)
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-        raise InputFileError(path, f"not a gazetteer manifest (format is not '{FORMAT}')")
-    if manifest.get("version") != VERSION:
-        raise InputFileError(
-            path, f"gazetteer version {manifest.get('version')!r}, this code reads {VERSION}: rebuild it"
-        )
-    return manifest
-
-
-def _jsonl(path: Path) -> Iterator[tuple[int, Any]]:
-    try:
-        handle = open(path, "rb")
-    except FileNotFoundError:
-        raise InputFileError(path, "file listed in manifest.json is missing") from None
-    with handle:
-        for number, line in enumerate(handle, 1):
-            try:
-                record = json.loads(line.decode("utf-8"))
-            except UnicodeDecodeError as exc:
-                raise InputFileError(path, f"not valid UTF-8 ({exc.reason})", line=number) from None
-            except json.JSONDecodeError as exc:
-                raise InputFileError(path, f"not valid JSON ({exc.msg})", line=number) from None
-            yield number, record
+    return read_manifest(gazetteer_dir, FORMAT, VERSION, "gazetteer", "cofee-build-gazetteer", shards=False)
 
 
 def _str_or_none(value: Any) -> bool:
@@ -457,7 +417,7 @@ def load_gazetteer(gazetteer_dir: str | Path) -> Gazetteer:
     manifest = load_gazetteer_manifest(gazetteer_dir)
     entries = []
     path = gazetteer_dir / "entries.jsonl"
-    for number, r in _jsonl(path):
+    for number, r in iter_jsonl(path):
         if not (
             isinstance(r, dict)
             and isinstance(r.get("surface"), str)
@@ -474,7 +434,7 @@ def load_gazetteer(gazetteer_dir: str | Path) -> Gazetteer:
         entries.append(Entry(r["surface"], r["type"], r["fine_type"], tuple(r["sources"])))
     titles = {}
     path = gazetteer_dir / "titles.jsonl"
-    for number, r in _jsonl(path):
+    for number, r in iter_jsonl(path):
         if not (isinstance(r, dict) and isinstance(r.get("title"), str) and isinstance(r.get("type"), str)):
             raise InputFileError(path, "needs 'title' and 'type' (strings)", line=number)
         titles[r["title"]] = (r["type"], r.get("fine_type"))

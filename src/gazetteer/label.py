@@ -38,8 +38,9 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from ..built_data import iter_shard_records, read_manifest, up_to_date
 from ..errors import CofeeError, InputFileError
-from ..io_utils import atomic_directory, atomic_write_json, read_json, sha256_file, stable_hash
+from ..io_utils import atomic_directory, atomic_write_json, sha256_file, stable_hash
 from .build import load_gazetteer, load_gazetteer_manifest
 from .config import MatchConfig
 from .matcher import GazetteerMatcher
@@ -212,19 +213,8 @@ def label_corpus(
             "version": VERSION,
         }
     )
-    manifest_path = out_dir / "manifest.json"
-    if not force and manifest_path.is_file():
-        try:
-            old = read_json(manifest_path)
-        except CofeeError:
-            old = None
-        if (
-            isinstance(old, dict)
-            and old.get("build_hash") == build_hash
-            and all((out_dir / s.get("file", "")).is_file() for s in old.get("shards", []))
-        ):
-            log.info("labelled corpus %s is up to date (build %s)", out_dir, build_hash)
-            return old
+    if not force and (old := up_to_date(out_dir, build_hash, "labelled corpus")) is not None:
+        return old
     gazetteer = load_gazetteer(gazetteer_dir)
     matcher = GazetteerMatcher(gazetteer, match)
     counts: collections.Counter = collections.Counter()
@@ -319,21 +309,7 @@ def _summarise(counts: collections.Counter) -> dict[str, Any]:
 
 # -- readers ---------------------------------------------------------------------------------------
 def load_labelled_manifest(labelled_dir: str | Path) -> dict[str, Any]:
-    labelled_dir = Path(labelled_dir)
-    path = labelled_dir / "manifest.json"
-    if not path.is_file():
-        raise InputFileError(labelled_dir, "no manifest.json: run cofee-build-gazetteer to label the corpus")
-    manifest = read_json(path)
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-        raise InputFileError(path, f"not a labelled corpus manifest (format is not '{FORMAT}')")
-    if manifest.get("version") != VERSION:
-        raise InputFileError(
-            path,
-            f"labelled corpus version {manifest.get('version')!r}, this code reads {VERSION}: rebuild it",
-        )
-    if not isinstance(manifest.get("shards"), list):
-        raise InputFileError(path, "manifest has no 'shards' list")
-    return manifest
+    return read_manifest(labelled_dir, FORMAT, VERSION, "labelled corpus", "cofee-build-gazetteer")
 
 
 def _check_record(record: Any) -> str | None:
@@ -372,23 +348,4 @@ def _check_record(record: Any) -> str | None:
 
 def iter_labelled(labelled_dir: str | Path) -> Iterator[dict[str, Any]]:
     """Yield the labelled sentences in order, validating each line."""
-    labelled_dir = Path(labelled_dir)
-    manifest = load_labelled_manifest(labelled_dir)
-    for shard in manifest["shards"]:
-        path = labelled_dir / shard["file"]
-        try:
-            handle = open(path, "rb")
-        except FileNotFoundError:
-            raise InputFileError(path, "shard listed in manifest.json is missing") from None
-        with handle:
-            for number, line in enumerate(handle, 1):
-                try:
-                    record = json.loads(line.decode("utf-8"))
-                except UnicodeDecodeError as exc:
-                    raise InputFileError(path, f"not valid UTF-8 ({exc.reason})", line=number) from None
-                except json.JSONDecodeError as exc:
-                    raise InputFileError(path, f"not valid JSON ({exc.msg})", line=number) from None
-                problem = _check_record(record)
-                if problem:
-                    raise InputFileError(path, problem, line=number)
-                yield record
+    return iter_shard_records(labelled_dir, load_labelled_manifest(labelled_dir), _check_record)

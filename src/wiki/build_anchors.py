@@ -46,8 +46,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from ..built_data import iter_shard_records, read_manifest, up_to_date
 from ..errors import CofeeError, ConfigError, InputFileError
-from ..io_utils import atomic_directory, atomic_write_json, read_json, sha256_file, stable_hash
+from ..io_utils import atomic_directory, atomic_write_json, sha256_file, stable_hash
 from .dump import DumpReader
 from .sentences import split_sentences
 from .wikitext import WikitextCleaner, normalize_title
@@ -379,19 +380,8 @@ def build_anchor_corpus(
     started = time.perf_counter()
     digest = sha256_file(dump_path)
     build_hash = stable_hash({"input_sha256": digest, "config": asdict(config), "version": VERSION})
-    manifest_path = out_dir / "manifest.json"
-    if not force and manifest_path.is_file():
-        try:
-            old = read_json(manifest_path)
-        except CofeeError:
-            old = None
-        if (
-            isinstance(old, dict)
-            and old.get("build_hash") == build_hash
-            and all((out_dir / s.get("file", "")).is_file() for s in old.get("shards", []))
-        ):
-            log.info("anchor corpus %s is up to date (build %s)", out_dir, build_hash)
-            return old
+    if not force and (old := up_to_date(out_dir, build_hash, "anchor corpus")) is not None:
+        return old
     log.info("building anchor corpus %s from %s with %d process(es)", out_dir, dump_path, num_workers)
     with atomic_directory(out_dir) as tmp:
         counts, shards = _build_into(tmp, dump_path, config, num_workers, progress)
@@ -425,22 +415,7 @@ def build_anchor_corpus(
 
 # -- readers ---------------------------------------------------------------------------------------
 def load_manifest(corpus_dir: str | Path) -> dict[str, Any]:
-    corpus_dir = Path(corpus_dir)
-    path = corpus_dir / "manifest.json"
-    if not path.is_file():
-        raise InputFileError(
-            corpus_dir, "no manifest.json: run cofee-build-anchors to build the anchor corpus"
-        )
-    manifest = read_json(path)
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-        raise InputFileError(path, f"not an anchor corpus manifest (format is not '{FORMAT}')")
-    if manifest.get("version") != VERSION:
-        raise InputFileError(
-            path, f"anchor corpus version {manifest.get('version')!r}, this code reads {VERSION}: rebuild it"
-        )
-    if not isinstance(manifest.get("shards"), list):
-        raise InputFileError(path, "manifest has no 'shards' list")
-    return manifest
+    return read_manifest(corpus_dir, FORMAT, VERSION, "anchor corpus", "cofee-build-anchors")
 
 
 def _check_record(record: Any) -> str | None:
@@ -468,24 +443,7 @@ def _check_record(record: Any) -> str | None:
 
 def iter_corpus(corpus_dir: str | Path) -> Iterator[dict[str, Any]]:
     """Yield the corpus sentences in order, validating each line."""
-    corpus_dir = Path(corpus_dir)
-    manifest = load_manifest(corpus_dir)
-    for shard in manifest["shards"]:
-        path = corpus_dir / shard["file"]
-        try:
-            handle = open(path, encoding="utf-8")
-        except FileNotFoundError:
-            raise InputFileError(path, "shard listed in manifest.json is missing") from None
-        with handle:
-            for number, line in enumerate(handle, 1):
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise InputFileError(path, f"not valid JSON ({exc.msg})", line=number) from None
-                problem = _check_record(record)
-                if problem:
-                    raise InputFileError(path, problem, line=number)
-                yield record
+    return iter_shard_records(corpus_dir, load_manifest(corpus_dir), _check_record)
 
 
 def default_dump_path() -> Path:
