@@ -21,12 +21,11 @@ from tqdm.auto import tqdm
 from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
 from cofee.alignment import AlignmentStats, EncodedWindow, encode_sentences
-from cofee.gazetteer.build import build_gazetteer
 from cofee.gazetteer.config import GazetteerDataConfig
-from cofee.gazetteer.label import iter_labelled, label_corpus, load_labelled_manifest
+from cofee.gazetteer.label import iter_labelled, load_labelled_manifest
+from cofee.gazetteer.pipeline import prepare_labelled_corpus
 from cofee.partial_labels import UNKNOWN_TYPE, extended_labels
 from cofee.tagging import spans_to_tags
-from cofee.wiki.build_anchors import AnchorBuildConfig, build_anchor_corpus, default_dump_path
 
 from .batching import TrainValWindowLoaders, WindowCollator
 from .wiki_anchor import is_dev_page
@@ -40,10 +39,7 @@ class GazetteerDataModule(TrainValWindowLoaders, pl.LightningDataModule):
         tokenizer: PreTrainedTokenizerBase,
         types: list[str],
         gazetteer: GazetteerDataConfig,
-        anchors_dir: str | Path,
-        dump: str | Path | None = None,
-        anchor_build: AnchorBuildConfig | None = None,
-        build_workers: int = 1,
+        anchors,
         scheme: str = "BIO",
         esi_export: str | Path | None = None,
         max_length: int = 128,
@@ -60,10 +56,7 @@ class GazetteerDataModule(TrainValWindowLoaders, pl.LightningDataModule):
         self.tokenizer = tokenizer
         self.types = list(types)
         self.gazetteer = gazetteer
-        self.anchors_dir = Path(anchors_dir)
-        self.dump = dump
-        self.anchor_build = anchor_build or AnchorBuildConfig()
-        self.build_workers = build_workers
+        self.anchors = anchors  # the `data.anchors` config (corpus folder, dump, build options)
         self.scheme = scheme
         self.esi_export = Path(esi_export) if esi_export else None
         self.max_length = max_length
@@ -89,30 +82,7 @@ class GazetteerDataModule(TrainValWindowLoaders, pl.LightningDataModule):
         return Path(self.gazetteer.labelled_dir)
 
     def prepare_data(self) -> None:
-        anchors = None
-        if self.gazetteer.raw_text is None:
-            anchors = self.anchors_dir
-            if self.dump is not None or not (anchors / "manifest.json").is_file():
-                build_anchor_corpus(
-                    self.dump or default_dump_path(),
-                    anchors,
-                    self.anchor_build,
-                    num_workers=self.build_workers,
-                )
-        build_gazetteer(
-            self.gazetteer.build,
-            self.gazetteer.gazetteer_dir,
-            dump_path=self.dump or default_dump_path(),
-            user_lists_dir=self.gazetteer.user_lists_dir,
-        )
-        label_corpus(
-            self.gazetteer.gazetteer_dir,
-            self.labelled_dir,
-            self.gazetteer.match,
-            anchors_dir=anchors,
-            raw_text=self.gazetteer.raw_text,
-            shard_size=self.gazetteer.shard_size,
-        )
+        prepare_labelled_corpus(self.anchors, self.gazetteer)
 
     @property
     def manifest(self) -> dict:

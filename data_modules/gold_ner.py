@@ -17,6 +17,7 @@ from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 from cofee.alignment import AlignmentStats, EncodedWindow, encode_pretokenized
 from cofee.gold.readers import GoldSentence, entity_type_counts, read_gold
 from cofee.gold.splits import ensure_split, fraction_subsets, kshot_subset
+from cofee.io_utils import atomic_write_text
 
 from .batching import window_loader
 
@@ -30,6 +31,11 @@ class GoldSplits:
     @property
     def types(self) -> list[str]:
         return sorted(entity_type_counts(self.train + self.dev + self.test))
+
+
+# The training split's text without its labels, one sentence a line, written beside the split:
+# in-domain raw text for NEE and FET (never dev or test text).
+TRAIN_TEXT = "train.txt"
 
 
 def load_gold_splits(
@@ -54,7 +60,13 @@ def load_gold_splits(
             raise ConfigError(f"data.{missing[0]}", "give train, dev and test files together")
         return GoldSplits(*(read_gold(f, scheme=scheme) for f in (train_file, dev_file, test_file)))
     split = ensure_split(source, split_dir, seed=split_seed, scheme=scheme)
-    return GoldSplits(*(read_gold(split.path(name), scheme=scheme) for name in ("train", "dev", "test")))
+    splits = GoldSplits(*(read_gold(split.path(name), scheme=scheme) for name in ("train", "dev", "test")))
+    raw = Path(split_dir) / TRAIN_TEXT
+    if not raw.is_file():  # in-domain text for NEE/FET (the study's variant e): train only, no labels
+        held_out = {" ".join(s.tokens) for s in splits.dev + splits.test}  # tweets repeat across splits
+        lines = [" ".join(s.tokens) for s in splits.train]
+        atomic_write_text(raw, "".join(line + "\n" for line in lines if line not in held_out))
+    return splits
 
 
 def splits_from_config(data, scheme: str) -> GoldSplits:

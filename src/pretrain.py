@@ -11,10 +11,10 @@ from dataclasses import asdict
 from pathlib import Path
 
 import pytorch_lightning as pl
-from pytorch_lightning.callbacks import ModelCheckpoint
 
 from cofee.callbacks.cluster_refresh import ClusterRefreshCallback
 from cofee.callbacks.encoder_export import EncoderExportCallback
+from cofee.callbacks.resume import StepSeedCallback, last_checkpoints
 from cofee.callbacks.self_training import SelfTrainingCallback
 from cofee.callbacks.wandb_run_id import WandbRunIdCallback, read_run_id
 from cofee.data_modules.cluster_spans import ClusterDataModule
@@ -22,7 +22,7 @@ from cofee.data_modules.gazetteer_labelled import GazetteerDataModule
 from cofee.data_modules.wiki_anchor import WikiAnchorDataModule
 
 from .alignment import special_tokens
-from .config import RootConfig, to_plain
+from .config import KNOWN_STAGES, RootConfig, to_plain
 from .config_diff import changed_keys, describe_changes
 from .errors import ConfigError, InputFileError
 from .export import MANIFEST, load_export_head, load_start, manifest_hash, read_export_manifest
@@ -83,10 +83,7 @@ def gazetteer_data_module(kind: type, cfg: RootConfig, stage, tokenizer, init_fr
         tokenizer=tokenizer,
         types=gazetteer.types,
         gazetteer=gazetteer,
-        anchors_dir=anchors.corpus_dir,
-        dump=anchors.dump,
-        anchor_build=anchors.build,
-        build_workers=anchors.build_workers,
+        anchors=anchors,
         scheme=stage.scheme,
         esi_export=init_from if stage.noise.esi_spans and stage.noise.strategy != "none" else None,
         max_length=anchors.max_length,
@@ -252,6 +249,8 @@ def run_stage(cfg: RootConfig, stage: str, init_from: Path | None = None) -> dic
         log.info("%s: up to date in %s, skipped", stage, export_dir)
         return read_export_manifest(export_dir)
 
+    # the same start whether or not earlier stages ran in this process (a resumed curriculum skips them)
+    pl.seed_everything(cfg.seed, workers=True)
     encoder, tokenizer, _ = load_start(init_from, cfg.model)
     module, datamodule, stage_callbacks = STAGE_BUILDERS[stage](cfg, encoder, tokenizer, init_from)
     started = time.time()
@@ -275,7 +274,8 @@ def run_stage(cfg: RootConfig, stage: str, init_from: Path | None = None) -> dic
         }
 
     exporter = EncoderExportCallback(export_dir, tokenizer, manifest)
-    checkpoints = ModelCheckpoint(dirpath=str(stage_dir / "checkpoints"), save_last=True, save_top_k=0)
+    # last.ckpt every N steps and at every epoch end; resumed exactly (callbacks/resume.py)
+    checkpoints = last_checkpoints(stage_dir / "checkpoints", cfg.curriculum.checkpoint_every_n_steps)
     stage_cfg = getattr(cfg.stages, stage)
     trainer_kwargs = {k: v for k, v in asdict(cfg.trainer).items() if v is not None}
     logger = make_logger(cfg, stage, stage_dir)
@@ -286,7 +286,8 @@ def run_stage(cfg: RootConfig, stage: str, init_from: Path | None = None) -> dic
         default_root_dir=str(stage_dir),
         logger=logger,
         callbacks=[
-            checkpoints,
+            *checkpoints,
+            StepSeedCallback(cfg.seed),
             exporter,
             LogExportCallback(exporter, f"{cfg.run_name}-{stage}-encoder", cfg.logger.log_model),
             WandbRunIdCallback(),
@@ -297,6 +298,7 @@ def run_stage(cfg: RootConfig, stage: str, init_from: Path | None = None) -> dic
     last = stage_dir / "checkpoints" / "last.ckpt"
     if last.is_file():
         check_checkpoint(last)
+        log.info("%s: resuming from %s", stage, last)
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=str(last) if last.is_file() else None)
     except BaseException:
@@ -306,10 +308,38 @@ def run_stage(cfg: RootConfig, stage: str, init_from: Path | None = None) -> dic
     return read_export_manifest(export_dir)
 
 
+def stage_plan(cfg: RootConfig) -> list[tuple[str, str | None]]:
+    """The stages this run trains (or finds done), each with the stage whose export it starts from.
+
+    `stage=null`: `curriculum.stages`, each from the one before it (the first from `model.*`);
+    `stage=all`: every stage in order; `stage=<name>`: that stage only, from its predecessor (in
+    `curriculum.stages` when listed there, else the stage before it) in the same run folder."""
+    if cfg.stage is not None and cfg.stage != "all":
+        chain = cfg.curriculum.stages if cfg.stage in cfg.curriculum.stages else KNOWN_STAGES
+        at = list(chain).index(cfg.stage)
+        return [(cfg.stage, chain[at - 1] if at else None)]
+    chain = list(KNOWN_STAGES) if cfg.stage == "all" else list(cfg.curriculum.stages)
+    plan = [(stage, chain[i - 1] if i else None) for i, stage in enumerate(chain)]
+    for stage, parent in plan:
+        before = KNOWN_STAGES[: KNOWN_STAGES.index(stage)]
+        skipped = [s for s in before if s not in chain]
+        if skipped:
+            start = f"the {parent} export" if parent else "the encoder in model.*"
+            log.warning("curriculum skips %s: %s starts from %s", ", ".join(skipped), stage, start)
+    return plan
+
+
 def run_curriculum(cfg: RootConfig) -> dict[str, dict]:
     pl.seed_everything(cfg.seed, workers=True)
-    results, parent_dir = {}, None
-    for stage in cfg.curriculum.stages:
-        results[stage] = run_stage(cfg, stage, init_from=parent_dir)
-        parent_dir = Path(cfg.paths.output_dir) / stage / "encoder"
+    output_dir = Path(cfg.paths.output_dir)
+    results = {}
+    for stage, parent in stage_plan(cfg):
+        init_from = output_dir / parent / "encoder" if parent else None
+        if init_from is not None and not (init_from / MANIFEST).is_file():
+            raise ConfigError(
+                "stage",
+                f"stage={stage} starts from the {parent} export of this run, {init_from}, which does not "
+                f"exist: run stage={parent} (same run_name) first, or stage=all",
+            )
+        results[stage] = run_stage(cfg, stage, init_from=init_from)
     return results

@@ -19,6 +19,15 @@ def wnut_splits(tmp_path_factory):
     return load_gold_splits(None, tmp_path_factory.mktemp("gold") / "wnut16")
 
 
+def test_train_text_without_labels_is_written_beside_the_split(tmp_path):
+    splits = load_gold_splits(None, tmp_path / "wnut16")
+    lines = (tmp_path / "wnut16" / "train.txt").read_text(encoding="utf-8").splitlines()
+    held_out = {" ".join(s.tokens) for s in splits.dev + splits.test}
+    train = [" ".join(s.tokens) for s in splits.train]
+    assert lines == [t for t in train if t not in held_out]  # a tweet repeated in dev/test is left out
+    assert 0 < len(train) - len(lines) < 0.05 * len(train)
+
+
 def test_fraction_subsets_are_nested_inside_each_other(wnut_splits):
     small = training_subset(wnut_splits.train, 0.05, seed=3)
     large = training_subset(wnut_splits.train, 0.25, seed=3)

@@ -240,3 +240,19 @@ def test_cli_builds_everything_and_rejects_a_bad_key_on_one_line(corpus):
     data = corpus / "root" / "data"
     assert load_labelled_manifest(data / "labelled")["counts"]["sentences"] > 0
     assert (data / "anchors" / "manifest.json").is_file() and (data / "gazetteer" / "manifest.json").is_file()
+
+
+def test_anchor_corpus_and_raw_text_are_labelled_together(corpus):
+    """In-domain text beside Wikipedia (the study's variant e): anchor sentences first, then the lines."""
+    raw = corpus / "indomain.txt"
+    raw.write_text("Grace Hopper flew to Geneva.\nNothing here.\n", encoding="utf-8")
+    anchors_only = label_corpus(corpus / "gaz", corpus / "a", anchors_dir=corpus / "anchors", progress=False)
+    both = label_corpus(
+        corpus / "gaz", corpus / "both", anchors_dir=corpus / "anchors", raw_text=raw, progress=False
+    )
+    records = list(iter_labelled(corpus / "both"))
+    n = anchors_only["counts"]["sentences"]
+    assert both["counts"]["sentences"] == n + 2 and set(both["input"]) == {"anchors", "raw_text"}
+    assert all(r["page_id"] is not None for r in records[:n])
+    assert [r["text"] for r in records[n:]] == ["Grace Hopper flew to Geneva.", "Nothing here."]
+    assert both["build_hash"] != anchors_only["build_hash"]

@@ -103,7 +103,7 @@ def test_export_without_head_file_loads_as_none(curriculum, tmp_path):
 def test_datamodule_keeps_typed_and_unknown_anchor_spans(curriculum, tokenizer):
     cfg, _ = curriculum
     dm = GazetteerDataModule(
-        tokenizer, TYPES, cfg.data.gazetteer, cfg.data.anchors.corpus_dir, dev_fraction=0.2, scheme="BIO"
+        tokenizer, TYPES, cfg.data.gazetteer, cfg.data.anchors, dev_fraction=0.2, scheme="BIO"
     )
     dm.setup("fit")
     labels = [label for w in dm.train_windows for label in w.labels]
@@ -126,7 +126,7 @@ def _window(labels_by_word: list[str]) -> EncodedWindow:
 
 
 def test_esi_spans_on_o_words_become_unknown_type(tokenizer):
-    dm = GazetteerDataModule(tokenizer, TYPES, SimpleNamespace(), "unused")
+    dm = GazetteerDataModule(tokenizer, TYPES, SimpleNamespace(), SimpleNamespace())
     window = _window(["B-PER", "O", "O", "O", "O"])
     marked = dm._mark(window, [(0, 1, "ENT"), (1, 3, "ENT"), (4, 5, "ENT")], LABEL2ID["O"])
     assert marked == 2

@@ -24,31 +24,10 @@ def main(cfg: DictConfig) -> None:
     with user_errors("cofee-build-gazetteer"):
         data = validate(cfg).data
         anchors, gazetteer = data.anchors, data.gazetteer
-        from cofee.gazetteer.build import build_gazetteer
-        from cofee.gazetteer.label import label_corpus
+        from cofee.gazetteer.pipeline import prepare_labelled_corpus
         from cofee.gazetteer.report import gazetteer_tables
-        from cofee.wiki.build_anchors import build_anchor_corpus, default_dump_path
 
-        dump = None
-        if gazetteer.raw_text is None or gazetteer.build.wikipedia:
-            dump = anchors.dump or default_dump_path()
-        if gazetteer.raw_text is None:
-            build_anchor_corpus(dump, anchors.corpus_dir, anchors.build, num_workers=anchors.build_workers)
-        build_gazetteer(
-            gazetteer.build,
-            gazetteer.gazetteer_dir,
-            dump_path=dump if gazetteer.build.wikipedia else None,
-            user_lists_dir=gazetteer.user_lists_dir,
-            types=list(gazetteer.types),
-        )
-        label_corpus(
-            gazetteer.gazetteer_dir,
-            gazetteer.labelled_dir,
-            gazetteer.match,
-            anchors_dir=anchors.corpus_dir,
-            raw_text=gazetteer.raw_text,
-            shard_size=gazetteer.shard_size,
-        )
+        prepare_labelled_corpus(anchors, gazetteer)
         print(gazetteer_tables(gazetteer.gazetteer_dir, gazetteer.labelled_dir))
 
 

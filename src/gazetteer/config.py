@@ -93,7 +93,8 @@ class GazetteerDataConfig:
     gazetteer_dir: str = "${paths.data_dir}/gazetteer"
     labelled_dir: str = "${paths.data_dir}/labelled"
     user_lists_dir: str | None = None  # folder of <TYPE>.txt files, one entry a line, '#' comments
-    raw_text: str | None = None  # UTF-8 text, one sentence or document a line; None = the anchor corpus
+    raw_text: str | None = None  # UTF-8 text to label too, one sentence or document a line
+    with_anchors: bool = True  # label the anchor corpus (false: only raw_text)
     types: list[str] = field(default_factory=lambda: ["PER", "LOC", "ORG", "MISC"])
     build: GazetteerBuildConfig = field(default_factory=GazetteerBuildConfig)
     match: MatchConfig = field(default_factory=MatchConfig)
@@ -116,5 +117,9 @@ class GazetteerDataConfig:
                 )
         if self.shard_size < 1:
             raise ConfigError(f"{prefix}.shard_size", f"must be >= 1, got {self.shard_size}")
+        if not self.with_anchors and self.raw_text is None:
+            raise ConfigError(
+                f"{prefix}.raw_text", "with_anchors=false leaves nothing to label: give a text file"
+            )
         self.build.validate(f"{prefix}.build")
         self.match.validate(f"{prefix}.match")

@@ -29,6 +29,7 @@ instead, one sentence or document a line (blank lines skipped; ``page_id`` and `
 from __future__ import annotations
 
 import collections
+import itertools
 import json
 import logging
 import sys
@@ -164,20 +165,23 @@ def _iter_raw(path: Path, counts: collections.Counter) -> Iterator[dict[str, Any
             yield {"page_id": None, "title": None, "text": line, "spans": None}
 
 
-def _input_of(anchors_dir: Path | None, raw_text: Path | None) -> dict[str, Any]:
+def _inputs_of(anchors_dir: Path | None, raw_text: Path | None) -> dict[str, dict[str, Any]]:
+    """What is labelled, by kind: the anchor corpus, a raw text file, or both (anchors first)."""
+    inputs: dict[str, dict[str, Any]] = {}
+    if anchors_dir is not None:
+        from ..wiki.build_anchors import load_manifest
+
+        manifest = load_manifest(anchors_dir)
+        inputs["anchors"] = {
+            "path": str(Path(anchors_dir).resolve()),
+            "build_hash": manifest.get("build_hash"),
+            "sentences": manifest.get("counts", {}).get("sentences"),
+        }
     if raw_text is not None:
         if not raw_text.is_file():
             raise InputFileError(raw_text, "file not found")
-        return {"kind": "raw_text", "path": str(raw_text.resolve()), "sha256": sha256_file(raw_text)}
-    from ..wiki.build_anchors import load_manifest
-
-    manifest = load_manifest(anchors_dir)
-    return {
-        "kind": "anchors",
-        "path": str(Path(anchors_dir).resolve()),
-        "build_hash": manifest.get("build_hash"),
-        "sentences": manifest.get("counts", {}).get("sentences"),
-    }
+        inputs["raw_text"] = {"path": str(raw_text.resolve()), "sha256": sha256_file(raw_text)}
+    return inputs
 
 
 def label_corpus(
@@ -190,8 +194,8 @@ def label_corpus(
     progress: bool = True,
     force: bool = False,
 ) -> dict[str, Any]:
-    """Label the anchor corpus in ``anchors_dir`` (or the lines of ``raw_text``, which wins when
-    given) with the gazetteer in ``gazetteer_dir``; write shards and return the manifest."""
+    """Label the anchor corpus in ``anchors_dir`` and/or the lines of ``raw_text`` (both: the anchor
+    sentences first) with the gazetteer in ``gazetteer_dir``; write shards and return the manifest."""
     match = match or MatchConfig()
     match.validate()
     if shard_size < 1:
@@ -203,11 +207,11 @@ def label_corpus(
     anchors = Path(anchors_dir) if anchors_dir is not None else None
     started = time.perf_counter()
     gazetteer_manifest = load_gazetteer_manifest(gazetteer_dir)
-    source = _input_of(anchors, raw)
+    source = _inputs_of(anchors, raw)
     build_hash = stable_hash(
         {
             "gazetteer": gazetteer_manifest.get("build_hash"),
-            "input": {k: v for k, v in source.items() if k != "path"},
+            "input": {kind: {k: v for k, v in spec.items() if k != "path"} for kind, spec in source.items()},
             "match": asdict(match),
             "shard_size": shard_size,
             "version": VERSION,
@@ -218,18 +222,23 @@ def label_corpus(
     gazetteer = load_gazetteer(gazetteer_dir)
     matcher = GazetteerMatcher(gazetteer, match)
     counts: collections.Counter = collections.Counter()
-    if raw is not None:
-        records: Iterator[dict[str, Any]] = _iter_raw(raw, counts)
-    else:
+    records: Iterator[dict[str, Any]] = iter(())
+    if anchors is not None:
         from ..wiki.build_anchors import iter_corpus
 
         records = iter_corpus(anchors)
+    if raw is not None:
+        records = itertools.chain(records, _iter_raw(raw, counts))
     bar = None
     if progress:
         from tqdm import tqdm
 
         bar = tqdm(
-            total=source.get("sentences"), unit="sent", desc="label", file=sys.stderr, dynamic_ncols=True
+            total=source.get("anchors", {}).get("sentences"),
+            unit="sent",
+            desc="label",
+            file=sys.stderr,
+            dynamic_ncols=True,
         )
     with atomic_directory(out_dir) as tmp:
         writer = _ShardWriter(tmp, shard_size)

@@ -85,7 +85,7 @@ def labelled_table(manifest: dict) -> str:
         + " | ".join(_n(counts["spans_by_type"].get(t, 0)) for t in types)
         + f" | {_n(counts['spans'])} |"
     )
-    kind = manifest["input"]["kind"]
+    kind = " + ".join(manifest["input"])  # anchors, raw_text or both
     notes = (
         f"{_n(counts['sentences'])} sentences ({kind.replace('_', ' ')}), "
         f"{_n(counts['sentences_with_typed_spans'])} with a typed span. Anchors typed by their target page: "
