@@ -14,7 +14,7 @@ export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 export WANDB_MODE ?= offline
 
-.PHONY: help install test test-slow pretrain-all build-anchors build-gazetteer denoising bench study sweep lint format clean
+.PHONY: help install test test-slow pretrain-all build-anchors build-gazetteer denoising fet-report bench study sweep lint format clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-14s %s\n", $$1, $$2}'
@@ -52,6 +52,9 @@ bench: $(STAMP)  ## run the benchmarks; figures go to benchmarks/results/*.json 
 
 denoising: $(STAMP)  ## NEE per noise strategy vs. the gazetteer, on gold NER (conf/denoising.yaml; README table)
 	$(BIN)/cofee-denoising $(ARGS)
+
+fet-report: $(STAMP)  ## stage-3 clusters vs fine types, before/after FET (results/fet_quality.json; README block)
+	$(BIN)/python -m cofee.stages.fet_eval $(ARGS)
 
 study: $(STAMP)  ## the low-resource study (conf/study.yaml): results/study.csv, README table, docs/low_resource.png
 	$(BIN)/cofee-study $(ARGS)

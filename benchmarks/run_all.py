@@ -11,6 +11,8 @@ BENCHMARKS = [
     "benchmarks.bench_esi",
     "benchmarks.bench_clustering",
     "benchmarks.bench_gazetteer",
+    "benchmarks.bench_fet",
+    "benchmarks.bench_curriculum_gpu",  # skipped, with the reason recorded, without a GPU
 ]
 
 

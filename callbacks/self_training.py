@@ -28,6 +28,7 @@ class SelfTrainingCallback(pl.Callback):
         self.batch_size = batch_size
         self.relabelled: dict[int, list[int]] = {}
         self.rounds: list[dict] = []
+        self._relog: dict | None = None
 
     # -- checkpointed state ---------------------------------------------------------------------
     def state_dict(self) -> dict:
@@ -41,6 +42,21 @@ class SelfTrainingCallback(pl.Callback):
         windows = trainer.datamodule.train_windows
         for index, labels in self.relabelled.items():  # a resumed run: put back what the teacher said
             windows[index].labels = list(labels)
+        # resumed inside an epoch whose round already ran: log its count again, as that epoch did
+        self._relog = next((r for r in self.rounds if r["epoch"] == trainer.current_epoch), None)
+
+    def on_train_batch_start(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch, batch_idx
+    ) -> None:
+        if self._relog is not None:
+            self._log_round(pl_module, self._relog["changed_words"])
+            self._relog = None
+
+    @staticmethod
+    def _log_round(pl_module: pl.LightningModule, changed: int) -> None:
+        pl_module.log(
+            f"{pl_module.stage_name}/train/relabelled_words", float(changed), on_step=False, on_epoch=True
+        )
 
     # -- one round --------------------------------------------------------------------------------
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -52,7 +68,7 @@ class SelfTrainingCallback(pl.Callback):
         chosen = sorted(rng.choice(len(windows), size=math.ceil(self.rate * len(windows)), replace=False))
         changed = self._relabel(pl_module, windows, chosen, trainer.datamodule.tokenizer.pad_token_id)
         self.rounds.append({"epoch": epoch, "windows": len(chosen), "changed_words": changed})
-        pl_module.log(f"{pl_module.stage_name}/train/relabelled_words", float(changed))
+        self._log_round(pl_module, changed)
 
     def _relabel(self, pl_module: pl.LightningModule, windows: list, chosen: list[int], pad_id: int) -> int:
         collate = WindowCollator(pad_id)

@@ -2,7 +2,17 @@
 
 Bucketing: shuffle, cut into pools of `batch_size * pool_factor`, sort each pool by length, cut into
 batches, shuffle the batches. Similar lengths share a batch, so little compute goes to padding, while
-the order stays random. The sampler is seeded by (seed, epoch) and shards itself across DDP ranks.
+the order stays random. The sampler is seeded by (seed, epoch) and shards itself across DDP ranks:
+training shards are padded with repeated batches so every rank takes the same number of steps;
+evaluation shards are not (no window is scored twice; ranks may run one batch more or less).
+
+Resuming mid-epoch (PITFALLS.md): Lightning 2.x restores its batch counter but restarts a plain
+DataLoader from its first batch, and never calls `set_epoch` on a batch sampler (only on
+`loader.sampler` and `loader.batch_sampler.sampler`). `ResumableLoader` is a stateful loader
+(`state_dict` / `load_state_dict`, which Lightning checkpoints and restores for the train loader):
+it counts the batches it handed out this epoch, and a restored loader skips exactly those (see
+`cofee.callbacks.resume.LoaderPositionCallback` for when Lightning would drop that state). Its
+iterator is lazy, so the epoch Lightning sets after a restore applies before the first batch.
 """
 
 from __future__ import annotations
@@ -33,6 +43,7 @@ class LengthBucketBatchSampler(Sampler[list[int]]):
         bucket: bool = True,
         pool_factor: int = 50,
         drop_last: bool = False,
+        equal_shards: bool | None = None,
     ):
         if batch_size < 1:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
@@ -43,41 +54,125 @@ class LengthBucketBatchSampler(Sampler[list[int]]):
         self.bucket = bucket
         self.pool_factor = pool_factor
         self.drop_last = drop_last
+        # DDP: pad shards to equal length (training: every rank must step together); default = shuffle
+        self.equal_shards = shuffle if equal_shards is None else equal_shards
         self.epoch = 0
+        self.consumed = 0  # batches of this epoch handed out (counted by ResumableLoader)
+        self.skip = 0  # leading batches an iteration leaves out (set by ResumableLoader on a resume)
+        self._resume: tuple[int, int, int] | None = (
+            None  # (epoch, batches handed out, world) from a checkpoint
+        )
+
+    @property
+    def sampler(self) -> LengthBucketBatchSampler:
+        """Lightning calls `set_epoch` on `loader.batch_sampler.sampler`, never on the batch sampler
+        itself: this makes it reach ours, so every epoch gets its own order."""
+        return self
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
-    def _all_batches(self) -> list[list[int]]:
+    # -- checkpointed position ------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        return {"epoch": self.epoch, "consumed": self.consumed, "seed": self.seed, "world": _world()[1]}
+
+    def load_state_dict(self, state: dict) -> None:
+        """The next iteration of `state['epoch']` skips the batches it had handed out; an iteration
+        of any other epoch (Lightning moved on: the epoch had ended) starts from its first batch."""
+        self.epoch = int(state["epoch"])
+        self._resume = (self.epoch, int(state.get("consumed", 0)), int(state.get("world", 1)))
+
+    def take_resume_skip(self) -> int:
+        """The batches the coming iteration must skip: those a restored checkpoint had handed out
+        of this same epoch, once; 0 otherwise. Resumed on another number of ranks, each rank skips
+        its share of the batches all ranks had taken (approximately: shards are cut anew)."""
+        resume, self._resume = self._resume, None
+        if resume is None or resume[0] != self.epoch:
+            return 0
+        _, consumed, world = resume
+        now = _world()[1]
+        return consumed if world == now else consumed * world // now
+
+    def _world_batches(self, world: int) -> list[list[int]]:
+        if world > 1 and not self.equal_shards:
+            # evaluation: smaller batches when there are fewer than ranks, so no rank is left empty
+            n = len(self.lengths)
+            size = min(self.batch_size, max(1, math.ceil(n / world)))
+            if size != self.batch_size:
+                return self._all_batches(size)
+        return self._all_batches()
+
+    def _all_batches(self, batch_size: int | None = None) -> list[list[int]]:
+        batch_size = batch_size or self.batch_size
         rng = np.random.default_rng([self.seed, self.epoch])
         order = rng.permutation(len(self.lengths)) if self.shuffle else np.arange(len(self.lengths))
         if self.bucket:
-            pool = self.batch_size * self.pool_factor
+            pool = batch_size * self.pool_factor
             pools = [order[i : i + pool] for i in range(0, len(order), pool)]
             # stable sort keeps the shuffled order among equal lengths
             order = np.concatenate([p[np.argsort(self.lengths[p], kind="stable")] for p in pools] or [order])
-        batches = [order[i : i + self.batch_size].tolist() for i in range(0, len(order), self.batch_size)]
-        if self.drop_last and batches and len(batches[-1]) < self.batch_size:
+        batches = [order[i : i + batch_size].tolist() for i in range(0, len(order), batch_size)]
+        if self.drop_last and batches and len(batches[-1]) < batch_size:
             batches.pop()
         if self.shuffle and self.bucket:
             batches = [batches[i] for i in rng.permutation(len(batches))]
         return batches
 
-    def __iter__(self) -> Iterator[list[int]]:
+    def rank_batches(self) -> list[list[int]]:
+        """This rank's batches of the current epoch, in order."""
         rank, world = _world()
-        batches = self._all_batches()
+        batches = self._world_batches(world)
         if world > 1 and batches:
-            # every rank needs the same number of steps: repeat leading batches to fill the last round
-            total = math.ceil(len(batches) / world) * world
-            batches = batches + batches[: total - len(batches)]
+            if self.equal_shards or len(batches) < world:
+                # every rank needs the same number of steps: repeat leading batches to fill the last round
+                total = math.ceil(len(batches) / world) * world
+                batches = [batches[i % len(batches)] for i in range(total)]
             batches = batches[rank::world]
-        return iter(batches)
+        return batches
+
+    def __iter__(self) -> Iterator[list[int]]:
+        return iter(self.rank_batches()[self.skip :])
 
     def __len__(self) -> int:
         _, world = _world()
+        if world > 1 and not self.equal_shards:
+            return len(self.rank_batches())  # shards differ by a batch
         n = len(self.lengths)
         count = n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
         return math.ceil(count / world)
+
+
+class ResumableLoader(DataLoader):
+    """A DataLoader whose position within the epoch is saved in Lightning checkpoints.
+
+    Lightning stores `state_dict()` of a stateful train loader in `last.ckpt` and calls
+    `load_state_dict` on the new loader before it iterates (`FitLoop.setup_data`). The count is of
+    batches returned by this loader's iterator, so batches that worker processes prefetched but
+    training never saw are not counted. The iterator starts the underlying one at its first
+    `next()`: Lightning creates it before it calls `set_epoch` on a restore, and a self-training
+    round relabels windows at epoch start, which worker processes must see.
+    """
+
+    def __iter__(self) -> Iterator:
+        return self._counted()
+
+    def _counted(self) -> Iterator:
+        sampler = self.batch_sampler
+        # torch may call iter(batch_sampler) more than once while it builds a worker iterator
+        sampler.skip = sampler.consumed = sampler.take_resume_skip()
+        try:
+            batches = super().__iter__()
+        finally:
+            sampler.skip = 0
+        for batch in batches:
+            sampler.consumed += 1
+            yield batch
+
+    def state_dict(self) -> dict:
+        return self.batch_sampler.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self.batch_sampler.load_state_dict(state)
 
 
 class WindowCollator:
@@ -118,11 +213,13 @@ def window_loader(
     bucket: bool = True,
     num_workers: int = 0,
 ) -> DataLoader:
-    """The loader every stage uses: length-bucketed (always for evaluation), shuffled when training."""
+    """The loader every stage uses: length-bucketed (always for evaluation), shuffled when training;
+    a training loader is resumable mid-epoch (`ResumableLoader`)."""
     sampler = LengthBucketBatchSampler(
         [len(w) for w in windows], batch_size, shuffle=train, seed=seed, bucket=bucket or not train
     )
-    return DataLoader(
+    kind = ResumableLoader if train else DataLoader
+    return kind(
         windows, batch_sampler=sampler, collate_fn=WindowCollator(pad_token_id), num_workers=num_workers
     )
 

@@ -80,7 +80,7 @@ class NEEStageConfig(StageConfig):
 
 @dataclass
 class FETStageConfig(NEEStageConfig):
-    """Stage 3: the NEE loss plus `lambda_cluster` x the cluster loss (conf/stage/fet.yaml)."""
+    """Stage 3: the NEE loss plus `lambda_cluster` x the cluster loss (conf/stages/fet.yaml)."""
 
     name: str = "fet"
     lambda_cluster: float = 0.001  # the CoFEE code's weight
@@ -134,16 +134,20 @@ class LoggerConfig:
 
 @dataclass
 class CurriculumConfig:
-    stages: list[str] = field(default_factory=lambda: ["esi"])
+    stages: list[str] = field(default_factory=lambda: ["esi"])  # in the order esi, nee, fet
     # A finished (or interrupted) stage whose settings changed is refused, naming the keys; true
     # retrains it instead, keeping the old export and checkpoints aside (`*.replaced-<hash>`).
     retrain_changed: bool = False
+    # last.ckpt every N optimizer steps (and at every epoch end); 0: at epoch ends only
+    checkpoint_every_n_steps: int = 50
 
 
 @dataclass
 class RootConfig:
     seed: int = 13
     run_name: str = "default"
+    stage: str | None = None  # null: curriculum.stages | all: every stage | one stage, from its predecessor
+    resume: str | None = None  # a run folder: continue that run with its saved config (.hydra/config.yaml)
     paths: PathsConfig = field(default_factory=PathsConfig)
     model: EncoderConfig = field(default_factory=EncoderConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -287,6 +291,20 @@ def validate(cfg: DictConfig, schema: type = RootConfig) -> RootConfig:
     root: RootConfig = _typed(cfg, schema)
     for stage in root.curriculum.stages:
         _choice("curriculum.stages", stage, KNOWN_STAGES)
+    ordered = [s for s in KNOWN_STAGES if s in root.curriculum.stages]
+    if list(root.curriculum.stages) != ordered:
+        raise ConfigError(
+            "curriculum.stages",
+            f"stages run in the order {', '.join(KNOWN_STAGES)}, each at most once; "
+            f"got [{', '.join(root.curriculum.stages)}], use [{', '.join(ordered)}]",
+        )
+    if root.stage is not None:
+        _choice("stage", root.stage, ("all", *KNOWN_STAGES))
+    if root.curriculum.checkpoint_every_n_steps < 0:
+        raise ConfigError(
+            "curriculum.checkpoint_every_n_steps",
+            f"must be 0 (epoch ends only) or positive, got {root.curriculum.checkpoint_every_n_steps}",
+        )
     for name in KNOWN_STAGES:
         stage_cfg: StageConfig = getattr(root.stages, name)
         _choice(f"stages.{name}.scheme", stage_cfg.scheme, SCHEMES)

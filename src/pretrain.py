@@ -14,7 +14,12 @@ import pytorch_lightning as pl
 
 from cofee.callbacks.cluster_refresh import ClusterRefreshCallback
 from cofee.callbacks.encoder_export import EncoderExportCallback
-from cofee.callbacks.resume import StepSeedCallback, last_checkpoints
+from cofee.callbacks.resume import (
+    AtomicCheckpointIO,
+    LoaderPositionCallback,
+    StepSeedCallback,
+    last_checkpoints,
+)
 from cofee.callbacks.self_training import SelfTrainingCallback
 from cofee.callbacks.wandb_run_id import WandbRunIdCallback, read_run_id
 from cofee.data_modules.cluster_spans import ClusterDataModule
@@ -288,12 +293,14 @@ def run_stage(cfg: RootConfig, stage: str, init_from: Path | None = None) -> dic
         callbacks=[
             *checkpoints,
             StepSeedCallback(cfg.seed),
+            LoaderPositionCallback(),
             exporter,
             LogExportCallback(exporter, f"{cfg.run_name}-{stage}-encoder", cfg.logger.log_model),
             WandbRunIdCallback(),
             *stage_callbacks,
         ],
         use_distributed_sampler=False,  # our batch sampler shards itself across ranks
+        plugins=[AtomicCheckpointIO()],  # a save cut short leaves the previous last.ckpt whole
     )
     last = stage_dir / "checkpoints" / "last.ckpt"
     if last.is_file():

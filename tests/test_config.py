@@ -19,7 +19,7 @@ def test_default_config_composes_and_validates(compose_cfg):
 def test_groups_compose(compose_cfg):
     root = validate(compose_cfg(["model=tiny", "trainer=ddp", "logger=none", "stages.esi.scheme=BIOES"]))
     assert root.model.tiny["hidden_size"] == 32 and root.model.name_or_path is None
-    assert root.trainer.strategy == "ddp" and root.trainer.devices == 2
+    assert root.trainer.strategy == "ddp" and root.trainer.devices == "auto" and root.trainer.num_nodes == 1
     assert root.logger.kind == "none" and root.stages.esi.scheme == "BIOES"
 
 
@@ -89,4 +89,4 @@ def test_finetune_and_study_configs_validate(tmp_path):
         with pytest.raises(ConfigError, match="'finetune.scheme'"):
             validate_finetune(compose(config_name="finetune", overrides=["finetune.scheme=BIOZ"]))
     assert finetune.kshot == 4 and finetune.data.split_dir == "./data/gold/wnut16"
-    assert set(study.variants) == {"baseline", "esi", "esi_distill"} and study.variants["baseline"] is None
+    assert set(study.variants) == {"baseline", "esi", "esi_distill", "esi_nee"} and study.variants["baseline"] is None

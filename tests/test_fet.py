@@ -12,7 +12,7 @@ from cofee.config import validate
 from cofee.data_modules.batching import WindowCollator
 from cofee.data_modules.cluster_spans import ClusterDataModule, span_records
 from cofee.errors import CofeeError, ConfigError
-from cofee.export import manifest_hash, read_export_manifest
+from cofee.export import load_exported_encoder, manifest_hash, read_export_manifest
 from cofee.pretrain import run_curriculum
 from cofee.stages.base import OptimConfig
 from cofee.stages.fet import FETModule, SpanFeatureStore
@@ -21,7 +21,7 @@ from .test_nee import TYPES, _nee_cfg
 
 FAST = [
     "stages.nee.max_epochs=1",
-    "stages.fet.max_epochs=2",
+    "stages.fet.max_epochs=3",
     "trainer.limit_train_batches=2",
     "trainer.limit_val_batches=1",
     "logger=none",
@@ -30,7 +30,7 @@ FAST = [
 
 @pytest.fixture(scope="module")
 def curriculum(tmp_path_factory):
-    """ESI, NEE, FET (two short epochs: the initial clustering, one refresh) on the synthetic dump."""
+    """ESI, NEE, FET (three short epochs: the initial clustering, two refreshes) on the synthetic dump."""
     from hydra import compose, initialize_config_module
 
     root = tmp_path_factory.mktemp("fet")
@@ -47,12 +47,12 @@ def curriculum(tmp_path_factory):
 def test_fet_trains_from_the_nee_export_and_records_its_clustering(curriculum):
     cfg, results = curriculum
     fet = results["fet"]
-    assert fet["stage"] == "fet" and fet["global_step"] == 4
+    assert fet["stage"] == "fet" and fet["global_step"] == 6
     assert fet["parent"] == manifest_hash(read_export_manifest(f"{cfg.paths.output_dir}/nee/encoder"))
     assert fet["head"] == {"kind": "tagging", "scheme": "BIO", "types": TYPES}
     clustering = fet["clustering"]
-    assert clustering["k"] == 8 and clustering["refreshes"] == 1  # none after the last epoch
-    initial, refresh = clustering["history"]
+    assert clustering["k"] == 8 and clustering["refreshes"] == 2  # none after the last epoch
+    initial, refresh, _ = clustering["history"]
     assert initial["kind"] == "initial" and initial["nmi_prev"] is None and initial["extract_seconds"] >= 0
     assert refresh["kind"] == "refresh" and refresh["after_epoch"] == 0 and 0 <= refresh["nmi_prev"] <= 1
     assert 0 < refresh["share"] < 1 and refresh["sizes"]["k"] == 8
@@ -244,28 +244,106 @@ def _without_timings(history: list[dict]) -> list[dict]:
     return [{k: v for k, v in entry.items() if k not in timed} for entry in history]
 
 
-def test_a_resumed_fet_refreshes_like_an_uninterrupted_one(curriculum, tmp_path):
-    """Stopped after epoch 0 (its last, so no refresh), resumed for two epochs: the refresh the
-    uninterrupted run made after epoch 0 happens at the resumed start, from the checkpointed vectors,
-    with no second initial clustering; the labels end the same."""
+def test_a_resumed_fet_refreshes_like_an_uninterrupted_one(curriculum, tmp_path, monkeypatch):
+    """Stopped as epoch 1 starts (after the refresh that ended epoch 0, and its checkpoint), resumed:
+    no second initial clustering, the restored labels are used, the refresh after epoch 1 happens,
+    and the labels, the history, the metrics and the encoder end as in an uninterrupted run."""
     import copy
-
-    import pytorch_lightning as pl
 
     from cofee.pretrain import run_stage
 
-    cfg, _ = curriculum
+    cfg, results = curriculum
+    straight, straight_dir = results["fet"], Path(cfg.paths.output_dir) / "fet"
     nee = Path(cfg.paths.output_dir) / "nee" / "encoder"
-    runs = {}
-    for name, epochs in (("straight", [2]), ("resumed", [1, 2])):
-        for max_epochs in epochs:
-            run_cfg = copy.deepcopy(cfg)
-            run_cfg.paths.output_dir = str(tmp_path / name)
-            run_cfg.stages.fet.max_epochs = max_epochs
-            pl.seed_everything(cfg.seed)
-            runs[name] = run_stage(run_cfg, "fet", init_from=nee)
-    straight, resumed = runs["straight"]["clustering"], runs["resumed"]["clustering"]
-    assert [h["kind"] for h in resumed["history"]] == ["initial", "refresh"]
-    assert _without_timings(resumed["history"]) == _without_timings(straight["history"])
-    a, b = (_final_refresh_state(tmp_path / name / "fet")["labels"] for name in ("straight", "resumed"))
+    cfg = copy.deepcopy(cfg)
+    cfg.paths.output_dir = str(tmp_path)
+
+    def stop(self, trainer, pl_module, batch, batch_idx):
+        if trainer.current_epoch == 1 and batch_idx == 0:
+            raise RuntimeError("preempted")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(ClusterRefreshCallback, "on_train_batch_start", stop, raising=False)
+        with pytest.raises(RuntimeError, match="preempted"):
+            run_stage(cfg, "fet", init_from=nee)
+    resumed = run_stage(cfg, "fet", init_from=nee)
+    assert [h["kind"] for h in resumed["clustering"]["history"]] == ["initial", "refresh", "refresh"]
+    assert _without_timings(resumed["clustering"]["history"]) == _without_timings(
+        straight["clustering"]["history"]
+    )
+    a, b = (_final_refresh_state(folder)["labels"] for folder in (straight_dir, tmp_path / "fet"))
     assert torch.equal(a["assignments"], b["assignments"]) and torch.equal(a["span_ids"], b["span_ids"])
+    for key in ("fet/val/loss", "fet/train/cluster_loss", "fet/cluster/nmi_prev"):
+        assert resumed["metrics"][key] == straight["metrics"][key], key
+    a, b = (load_exported_encoder(folder / "encoder")[0] for folder in (straight_dir, tmp_path / "fet"))
+    assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
+
+
+def test_fine_typing_report_scores_every_encoder_against_the_random_baseline(curriculum, tmp_path):
+    from cofee.stages.fet_eval import run
+
+    cfg, _ = curriculum
+    readme = tmp_path / "README.md"
+    readme.write_text("intro\n<!-- fet:begin -->\nold\n<!-- fet:end -->\nrest\n", encoding="utf-8")
+    report = run(cfg, results=tmp_path / "fet_quality.json", readme=readme)
+    assert report["encoders"] == ["base", "esi", "nee", "fet"]
+    assert report["spans"]["all"] > cfg.stages.fet.cluster.k and report["spans"]["by_fine_type"]
+    for encoder in report["encoders"]:
+        scores = report["quality"][encoder]["all"]
+        assert 0 <= scores["nmi"] <= 1 and 0 < scores["purity"] <= 1 and "random_nmi" in scores
+    clustering = report["clustering"]
+    assert clustering["k"] == 8 and len(clustering["nmi_between_refreshes"]) == 2
+    text = readme.read_text(encoding="utf-8")
+    assert "old" not in text and "| train sample + dev |" in text and "refresh share of the epoch" in text
+    assert (tmp_path / "fet_quality.json").is_file()
+
+
+@pytest.mark.slow
+def test_fet_under_two_process_ddp_keeps_every_rank_on_the_same_labels(tmp_path):
+    """esi, nee, fet with `trainer=ddp` (2 CPU processes, gloo) through the CLI: the run ends, both
+    ranks log the same clustering (rank 0 clusters and broadcasts), and the export records it."""
+    import json
+    import os
+    import re
+    import subprocess
+    import sys
+
+    from .conftest import write_dump
+    from .test_nee import PACKAGED_OFF, _user_lists
+
+    dump = write_dump(tmp_path / "dump.xml")
+    command = [
+        sys.executable,
+        "-m",
+        "cofee.cli.pretrain",
+        "experiment=smoke",
+        f"paths.root={tmp_path}",
+        f"data.anchors.dump={dump}",
+        "data.anchors.build_workers=1",
+        "data.anchors.dev_fraction=0.2",
+        f"data.gazetteer.user_lists_dir={_user_lists(tmp_path / 'lists')}",
+        *PACKAGED_OFF,
+        "curriculum.stages=[esi,nee,fet]",
+        "stages.nee.max_epochs=1",
+        "stages.fet.max_epochs=3",
+        "trainer.limit_train_batches=2",
+        "trainer.limit_val_batches=1",
+        "trainer.enable_progress_bar=false",
+        "logger=none",
+        "trainer=ddp",
+        # BertModel's pooler takes no part in any stage's loss
+        "trainer.strategy=ddp_find_unused_parameters_true",
+    ]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    manifest = json.loads((tmp_path / "outputs" / "smoke" / "fet" / "encoder" / "manifest.json").read_text())
+    assert manifest["clustering"]["refreshes"] == 2
+    logged = re.findall(r"fet: refresh after epoch (\d) (\{.*\})", done.stdout + done.stderr)
+    by_epoch: dict[str, list] = {}
+    for epoch, entry in logged:
+        entry = json.loads(entry)
+        by_epoch.setdefault(epoch, []).append((entry["nmi_prev"], entry["sizes"], entry["seed"]))
+    assert sorted(by_epoch) == ["0", "1"]
+    for entries in by_epoch.values():  # one line per rank, the same clustering on both
+        assert len(entries) == 2 and entries[0] == entries[1]

@@ -32,6 +32,7 @@ def test_study_runs_variants_resumes_and_reports(tmp_path, small_dump):
         "seeds=[1,2]",
         "variants.esi=[" + ",".join(f"'{o}'" for o in esi) + "]",
         "~variants.esi_distill",
+        "~variants.esi_nee",
         "finetune.max_steps=4",
         "finetune.val_every_steps=2",
         "finetune.bootstrap_samples=50",

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from types import SimpleNamespace
 
 import pytest
@@ -20,6 +21,17 @@ from cofee.loggers import effective_mode, find_offline_runs, flatten, read_offli
 from cofee.pretrain import run_curriculum
 
 from .conftest import write_dump
+
+
+def _read(path, timeout: float = 30.0):
+    """read_offline_run once wandb's service has written the run's exit record: `wandb.finish`
+    can return before the offline `.wandb` file is complete."""
+    deadline = time.monotonic() + timeout
+    while True:
+        run = read_offline_run(path)
+        if run.exit_code is not None or time.monotonic() > deadline:
+            return run
+        time.sleep(0.2)
 
 
 def _compose(name, overrides):
@@ -60,7 +72,7 @@ def esi_run(tmp_path_factory):
 def test_stage_run_holds_the_composed_config_metrics_counts_and_export(esi_run):
     found = find_offline_runs(esi_run.dir)
     assert len(found) == 1 and found[0].is_relative_to(esi_run.dir / "wandb")
-    run = read_offline_run(found[0])
+    run = _read(found[0])
     assert (run.group, run.job_type, run.name, run.tags, run.exit_code) == (
         "smoke",
         "esi",
@@ -96,18 +108,39 @@ def test_stage_run_holds_the_composed_config_metrics_counts_and_export(esi_run):
     assert wandb.run is None  # finished: the next stage cannot log into it
 
 
-def test_resumed_stage_keeps_its_run_id(esi_run):
-    first = read_offline_run(find_offline_runs(esi_run.dir)[0])
-    cfg = validate(_compose("pretrain", [*esi_run.overrides, "stages.esi.max_epochs=2"]))
-    resumed = run_curriculum(cfg)["esi"]  # a longer stage: fit continues from last.ckpt
-    assert resumed["global_step"] == 2 * esi_run.manifest["global_step"]
-    found = find_offline_runs(esi_run.dir)
+def test_resumed_stage_keeps_its_run_id(esi_run, monkeypatch):
+    """A stage stopped mid-way (an error at step 3; last.ckpt every 2 steps) continues its W&B run."""
+    from cofee.stages.esi import ESIModule
+
+    cfg = validate(
+        _compose(
+            "pretrain", [*esi_run.overrides, "run_name=stopped", "curriculum.checkpoint_every_n_steps=2"]
+        )
+    )
+    stage_dir = esi_run.root / "outputs" / "stopped" / "esi"
+    training_step = ESIModule.training_step
+
+    def preempted(self, batch, batch_idx):
+        if self.global_step == 3:
+            raise RuntimeError("preempted")
+        return training_step(self, batch, batch_idx)
+
+    monkeypatch.setattr(ESIModule, "training_step", preempted)
+    with pytest.raises(RuntimeError, match="preempted"):
+        run_curriculum(cfg)
+    monkeypatch.undo()
+    first = _read(find_offline_runs(stage_dir)[0])
+    assert read_run_id(stage_dir / "checkpoints" / "last.ckpt") == first.run_id
+
+    resumed = run_curriculum(cfg)["esi"]  # fit continues from last.ckpt
+    assert resumed["global_step"] == esi_run.manifest["global_step"]
+    found = find_offline_runs(stage_dir)
     assert len(found) == 2  # offline: a second folder with the same run id
-    second = read_offline_run(found[1])
+    second = _read(found[1])
     assert second.run_id == first.run_id and second.job_type == "esi"
     steps = [row["trainer/global_step"] for row in second.history if "esi/train/loss" in row]
-    assert steps[0] == esi_run.manifest["global_step"]  # it carries on where the first stopped
-    assert read_run_id(esi_run.dir / "checkpoints" / "last.ckpt") == first.run_id
+    assert steps[0] == 2  # it carries on from the step of last.ckpt
+    assert read_run_id(stage_dir / "checkpoints" / "last.ckpt") == first.run_id
 
 
 def test_csv_stays_the_pretraining_default_and_leaves_no_run_id(compose_cfg):
@@ -173,7 +206,7 @@ def test_finetune_run_with_no_network_finishes_offline(tmp_path):
     out = tmp_path / "outputs" / "nonet"
     results = json.loads((out / "results.json").read_text())
     (log_file,) = find_offline_runs(out)
-    run = read_offline_run(log_file)
+    run = _read(log_file)
     composed = _compose("finetune", overrides)
     assert run.config == to_plain(validate_finetune(composed))
     _assert_holds_composed(run.config, composed)
@@ -199,7 +232,7 @@ def test_cluster_refresh_logs_nmi_and_a_size_histogram(tmp_path):
     csv_logger.save()
     finish_logger(logger)
     (log_file,) = find_offline_runs(tmp_path)
-    run = read_offline_run(log_file)
+    run = _read(log_file)
     assert run.config == {"a": 1} and run.job_type == "fet"
     assert run.metric("fet/cluster/nmi") == [pytest.approx(0.42)] and run.metric("fet/cluster/empty") == [1]
     (histogram,) = run.metric("fet/cluster/sizes")
@@ -234,5 +267,5 @@ def test_log_model_copies_the_export_into_the_artifact(tmp_path):
     (tmp_path / "export" / "model.safetensors").write_bytes(b"weights")
     log_export(logger, tmp_path / "export", "encoder", "m-esi-encoder", {"stage": "esi"}, copy=cfg.log_model)
     finish_logger(logger)
-    (artifact,) = read_offline_run(find_offline_runs(tmp_path)[0]).artifacts
+    (artifact,) = _read(find_offline_runs(tmp_path)[0]).artifacts
     assert artifact["files"] == ["model.safetensors"] and artifact["references"] == []

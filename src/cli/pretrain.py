@@ -1,4 +1,10 @@
-"""`cofee-pretrain`: run the curriculum stages named in `curriculum.stages` (Hydra overrides welcome)."""
+"""`cofee-pretrain`: run the curriculum (Hydra overrides welcome).
+
+`stage=all` every stage, `stage=nee` one stage, else the stages in `curriculum.stages`; a stage
+interrupted earlier resumes from its `last.ckpt`, a finished one is skipped.
+`cofee-pretrain resume=outputs/<run>` continues a run folder with the config it was started with
+(`trainer=`, `logger=` and key=value overrides apply on top, e.g. another number of GPUs).
+"""
 
 from __future__ import annotations
 
@@ -18,6 +24,13 @@ log = logging.getLogger("cofee-pretrain")
 @hydra.main(version_base="1.3", config_path="pkg://cofee.conf", config_name="pretrain")
 def main(cfg: DictConfig) -> None:
     with user_errors("cofee-pretrain"):
+        if cfg.get("resume"):
+            from hydra.core.hydra_config import HydraConfig
+
+            from cofee.run_folder import resumed_config
+
+            cfg = resumed_config(cfg, list(HydraConfig.get().overrides.task))
+            log.info("resuming the run in %s with its saved config", cfg.paths.output_dir)
         root = validate(cfg)
         from cofee.pretrain import run_curriculum  # heavy imports after the config is known good
 

@@ -36,6 +36,9 @@ class StageModule(pl.LightningModule):
         super().__init__()
         # from_pretrained returns eval mode and Lightning keeps each module's mode: turn dropout on
         self.encoder = encoder.train()
+        # BERT's pooler never reaches a loss: frozen, so DDP does not wait for its gradients
+        if getattr(encoder, "pooler", None) is not None:
+            encoder.pooler.requires_grad_(False)
         self.head = head
         self.optim = optim
         self.save_hyperparameters({"optim": asdict(optim), "stage": self.stage_name})

@@ -34,6 +34,7 @@ from cofee.alignment import IGNORE_INDEX
 from cofee.clustering.distributed import PseudoLabels
 from cofee.clustering.features import SpanFeatures
 from cofee.clustering.kmeans import ClusterConfig
+from cofee.errors import ConfigError
 from cofee.span_pooling import check_pooling, pool_batch_spans, pooled_dim
 
 from .base import OptimConfig
@@ -147,7 +148,10 @@ class FETModule(NEEModule):
         check_pooling(pooling, "stages.fet.pooling")
         layers = encoder.config.num_hidden_layers + 1  # hidden_states: the embeddings, then each layer
         if not -layers <= feature_layer < layers:
-            raise ValueError(f"feature_layer {feature_layer} does not exist: the encoder has {layers} states")
+            raise ConfigError(
+                "stages.fet.feature_layer",
+                f"layer {feature_layer} does not exist: the encoder has {layers} states",
+            )
         self.pooling = pooling
         self.feature_layer = feature_layer
         self.lambda_cluster = lambda_cluster
