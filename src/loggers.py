@@ -305,8 +305,21 @@ def find_offline_runs(folder: str | Path) -> list[Path]:
     return sorted(Path(folder).rglob("run-*.wandb"), key=lambda p: (p.stat().st_mtime, str(p)))
 
 
-def read_offline_run(path: str | Path) -> OfflineRun:
-    """A run's config, history, summary and artifacts from its `.wandb` file (or its run folder)."""
+def read_offline_run(path: str | Path, wait: float = 0.0) -> OfflineRun:
+    """A run's config, history, summary and artifacts from its `.wandb` file (or its run folder).
+    `wait` > 0: wait up to that many seconds for the run's exit record, since wandb's service may
+    still be writing the file after `wandb.finish` (or the process) has returned."""
+    import time
+
+    deadline = time.monotonic() + wait
+    while True:
+        run = _read_offline_run(path)
+        if run.exit_code is not None or time.monotonic() >= deadline:
+            return run
+        time.sleep(0.2)
+
+
+def _read_offline_run(path: str | Path) -> OfflineRun:
     from wandb.proto import wandb_internal_pb2 as pb
 
     path = Path(path)

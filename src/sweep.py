@@ -226,7 +226,7 @@ def read_metrics(run_dir: Path) -> tuple[dict, str | None]:
     offline runs in its folder; else its results.json, flattened the same way."""
     summary, run_id = {}, None
     for log_file in find_offline_runs(run_dir):
-        run = read_offline_run(log_file)
+        run = read_offline_run(log_file, wait=30.0)
         summary.update(run.summary)
         run_id = run.run_id
     if not summary and (run_dir / "results.json").is_file():

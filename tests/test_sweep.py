@@ -49,7 +49,7 @@ def test_grid_sweep_over_tiny_finetuning_finishes_four_runs(tmp_path):
         run_dir = tmp_path / "sweeps" / "finetune_tiny" / "runs" / row["run"].rsplit("-", 1)[1]
         results = json.loads((run_dir / "results.json").read_text())
         (log_file,) = find_offline_runs(run_dir)
-        run = read_offline_run(log_file)
+        run = read_offline_run(log_file, wait=30.0)
         # the metric came back through the W&B summary, as an online sweep reads it
         assert (
             float(row["dev_f1"]) == pytest.approx(results["dev_f1"]) == pytest.approx(run.summary["dev_f1"])
@@ -226,7 +226,7 @@ def test_hydra_multirun_still_works_and_each_job_is_its_own_run(tmp_path):
         timeout=300,
     )
     assert done.returncode == 0, done.stderr[-2000:]
-    runs = [read_offline_run(p) for p in find_offline_runs(tmp_path / "outputs" / "multi")]
+    runs = [read_offline_run(p, wait=30.0) for p in find_offline_runs(tmp_path / "outputs" / "multi")]
     assert sorted(r.config["finetune"]["optim"]["lr"] for r in runs) == [1e-3, 3e-3]
     assert len({r.run_id for r in runs}) == 2
     for run in runs:  # two runs in one process: each holds its own steps only

@@ -6,7 +6,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from types import SimpleNamespace
 
 import pytest
@@ -24,14 +23,7 @@ from .conftest import write_dump
 
 
 def _read(path, timeout: float = 30.0):
-    """read_offline_run once wandb's service has written the run's exit record: `wandb.finish`
-    can return before the offline `.wandb` file is complete."""
-    deadline = time.monotonic() + timeout
-    while True:
-        run = read_offline_run(path)
-        if run.exit_code is not None or time.monotonic() > deadline:
-            return run
-        time.sleep(0.2)
+    return read_offline_run(path, wait=timeout)
 
 
 def _compose(name, overrides):
