@@ -37,6 +37,7 @@ import torch
 from benchmarks.common import WORK, figure, write_results
 from cofee.alignment import special_tokens
 from cofee.callbacks.cluster_refresh import ClusterRefreshCallback
+from cofee.config import AnchorDataConfig
 from cofee.data_modules.cluster_spans import ClusterDataModule
 from cofee.encoder import EncoderConfig, load_encoder, load_tokenizer
 from cofee.gazetteer.config import GazetteerDataConfig
@@ -59,11 +60,12 @@ class _StopSecondEpoch(pl.Callback):
 def datamodule(tokenizer) -> ClusterDataModule:
     corpus = WORK / "anchors"
     build_anchor_corpus(default_dump_path(), corpus, AnchorBuildConfig(), num_workers=1, progress=False)
+    anchors = AnchorDataConfig(corpus_dir=str(corpus), build_workers=1)
     gazetteer = GazetteerDataConfig(
         gazetteer_dir=str(WORK / "gazetteer"), labelled_dir=str(WORK / "labelled")
     )
     dm = ClusterDataModule(
-        tokenizer, TYPES, gazetteer, corpus, batch_size=16, max_train_sentences=SENTENCES, seed=SEED
+        tokenizer, TYPES, gazetteer, anchors, batch_size=16, max_train_sentences=SENTENCES, seed=SEED
     )
     dm.prepare_data()
     dm.setup("fit")

@@ -134,7 +134,7 @@ class LoggerConfig:
 
 @dataclass
 class CurriculumConfig:
-    stages: list[str] = field(default_factory=lambda: ["esi"])  # in the order esi, nee, fet
+    stages: list[str] = field(default_factory=lambda: ["esi", "nee", "fet"])  # in the order esi, nee, fet
     # A finished (or interrupted) stage whose settings changed is refused, naming the keys; true
     # retrains it instead, keeping the old export and checkpoints aside (`*.replaced-<hash>`).
     retrain_changed: bool = False

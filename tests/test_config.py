@@ -11,7 +11,7 @@ from cofee.errors import ConfigError
 def test_default_config_composes_and_validates(compose_cfg):
     root = validate(compose_cfg())
     assert root.model.name_or_path == "packaged:minilm"
-    assert root.curriculum.stages == ["esi"]
+    assert root.curriculum.stages == ["esi", "nee", "fet"]
     assert root.data.anchors.corpus_dir == "./data/anchors"
     assert root.stages.esi.optim.lr == pytest.approx(1e-5)
 

@@ -34,7 +34,8 @@ def test_regular_install_imports_every_package_and_config(tmp_path):
         "import cofee, cofee.data_modules.wiki_anchor, cofee.callbacks.encoder_export, cofee.wiki.build_anchors;"
         "from importlib.resources import files;"
         "print(cofee.__file__);"
-        "print((files('cofee.conf') / 'pretrain.yaml').is_file(), (files('cofee.conf') / 'stage' / 'esi.yaml').is_file())"
+        "print((files('cofee.conf') / 'pretrain.yaml').is_file(), (files('cofee.conf') / 'stages' / 'esi.yaml').is_file(),"
+        " (files('cofee.conf') / 'mappings' / 'wnut16_coarse.yaml').is_file())"
     )
     out = subprocess.run(
         [sys.executable, "-c", probe],
@@ -44,4 +45,4 @@ def test_regular_install_imports_every_package_and_config(tmp_path):
         env={"PYTHONPATH": str(target), "PATH": "/usr/bin:/bin"},
         check=True,
     ).stdout.split("\n")
-    assert out[0].startswith(str(target)) and out[1] == "True True"
+    assert out[0].startswith(str(target)) and out[1] == "True True True"

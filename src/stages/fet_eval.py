@@ -92,8 +92,10 @@ def score_encoder(
     pad_id: int,
     suffix_len: int,
     batch_size: int = 64,
+    n_seeds: int = 5,
 ) -> dict:
-    """NMI / purity (and the random baseline) of k-means over one encoder's vectors, per subset."""
+    """NMI / purity (and the random baseline) of k-means over one encoder's vectors, per subset:
+    the mean and standard deviation over `n_seeds` k-means seeds (seed, seed + 1, ...)."""
     started = time.perf_counter()
     loader = window_loader(spans.windows, batch_size, False, pad_id)
     features = extract_span_features(encoder, loader, pooling, layer, progress=False, suffix_len=suffix_len)
@@ -102,14 +104,20 @@ def score_encoder(
     scores = {"extract_seconds": round(time.perf_counter() - started, 2)}
     for name, mask in spans.subsets().items():
         rows = np.nonzero(mask[ids])[0]
+        runs = []
         try:
-            result = cluster_features(x[rows], cluster, epoch=0)
+            for seed in range(cluster.seed, cluster.seed + n_seeds):
+                result = cluster_features(x[rows], dataclasses.replace(cluster, seed=seed), epoch=0)
+                runs.append(cluster_quality(result.assignments, spans.fine_types[ids[rows]], cluster.k, seed))
         except TooFewSpansError as exc:
             log.warning("fet report: %s spans: %s", name, exc)
             scores[name] = None
             continue
-        quality = cluster_quality(result.assignments, spans.fine_types[ids[rows]], cluster.k, cluster.seed)
-        scores[name] = {key: round(value, 4) for key, value in quality.items()}
+        scores[name] = {}
+        for key in runs[0]:
+            values = np.array([run[key] for run in runs])
+            scores[name][key] = round(float(values.mean()), 4)
+            scores[name][f"{key}_std"] = round(float(values.std()), 4)
     return scores
 
 
@@ -139,15 +147,21 @@ def _fmt(values: Sequence, pattern: str = "{:.3f}") -> str:
     return ", ".join(pattern.format(v) for v in values if v is not None) or "-"
 
 
+def _pm(scores: dict, key: str) -> str:
+    return f"{scores[key]:.3f} ± {scores[key + '_std']:.3f}"
+
+
 def readme_block(report: dict) -> str:
     lines = []
     c = report.get("clustering")
     if c:
         shares = [s for s in c["refresh_share_of_epoch"] if s is not None]
         lines += [
-            f"Stage 3 on the default data (run `{report['run_name']}`, {c['epochs']} epochs): k-means with "
-            f"k={c['k']} over {c['spans']} training spans, refreshed after every epoch but the last from "
-            f"the vectors the epoch recorded ({c['features']}).",
+            f"Stage 3 (run `{report['run_name']}`, {c['epochs']} epochs, default settings): k-means with "
+            f"k={c['k']} over the {c['spans']} entity spans of the training windows; the first labels come "
+            f"from an extraction pass at train start, each refresh (after every epoch but the last) "
+            f"clusters {'the vectors the epoch recorded' if c['features'] == 'recorded' else 'an extraction pass'} "
+            f"(`refresh_features: {c['features']}`).",
             "",
             "| clustering | value |",
             "|---|---|",
@@ -156,17 +170,22 @@ def readme_block(report: dict) -> str:
             f"({c['initial_extract_seconds']:.1f} s extraction) |",
             f"| NMI with the previous assignment, per refresh | {_fmt(c['nmi_between_refreshes'])} |",
             f"| seconds per refresh | {_fmt(c['seconds_per_refresh'], '{:.2f}')} |",
-            f"| refresh share of the epoch | {_fmt([100 * s for s in shares], '{:.1f}%')} |",
+            f"| refresh share of the epoch | {_fmt([100 * s for s in shares], '{:.2f}%')} |",
             f"| pseudo-labels vs fine types (NMI), initial then per refresh | "
             f"{_fmt(c['fine_nmi_of_pseudo_labels'])} |",
             "",
         ]
     q = report["quality"]
     counts = report["spans"]
+    common = sorted(counts["by_fine_type"].items(), key=lambda kv: -kv[1])[:6]
     lines += [
-        f"Fine-typing quality: k-means (k={report['k']}, seed {report['seed']}) over span vectors "
-        f"({report['pooling']} pooling, layer {report['layer']}) of the spans whose corpus record has a fine "
-        f"type ({counts['fine_types']} fine types), scored against those types.",
+        f"Fine-typing quality: the spans whose corpus record has a fine type ({counts['fine_types']} types: "
+        f"Wikipedia infobox types such as philosopher or deity, and the packaged lists' kinds; most "
+        f"frequent: {', '.join(f'{name} {n}' for name, n in common)}), clustered with FET's k-means "
+        f"(k={report['k']}, {report['pooling']} pooling of layer {report['layer']}) and scored against "
+        f"those types; mean ± sd over {report['n_seeds']} k-means seeds. Encoders: `base` the starting "
+        "MiniLM, then the run's exports; before stage 3 is `nee`, after it `fet`. Random: the same spans "
+        "assigned uniformly at random to k clusters.",
         "",
         "| spans | n | encoder | NMI | purity | random NMI | random purity |",
         "|---|---|---|---|---|---|---|",
@@ -179,7 +198,7 @@ def readme_block(report: dict) -> str:
                 lines.append(f"| {label} | {counts[subset]} | {encoder} | too few spans for k | | | |")
                 continue
             lines.append(
-                f"| {label} | {counts[subset]} | {encoder} | {s['nmi']:.3f} | {s['purity']:.3f} | "
+                f"| {label} | {counts[subset]} | {encoder} | {_pm(s, 'nmi')} | {_pm(s, 'purity')} | "
                 f"{s['random_nmi']:.3f} | {s['random_purity']:.3f} |"
             )
     return "\n".join(lines)
@@ -205,7 +224,10 @@ def run_exports(output_dir: Path) -> dict[str, Path]:
 
 
 def run(
-    cfg, results: str | Path = "results/fet_quality.json", readme: str | Path | None = "README.md"
+    cfg,
+    results: str | Path = "results/fet_quality.json",
+    readme: str | Path | None = "README.md",
+    n_seeds: int = 5,
 ) -> dict:
     """Score every encoder of the run that exists; write the JSON and the README block."""
     from cofee.export import load_exported_encoder, read_export_manifest
@@ -227,6 +249,7 @@ def run(
         "seed": cluster.seed,
         "pooling": stage.pooling,
         "layer": stage.feature_layer,
+        "n_seeds": n_seeds,
         "spans": {
             **{name: int(mask.sum()) for name, mask in spans.subsets().items()},
             "fine_types": int(np.unique(spans.fine_types).size),
@@ -246,7 +269,14 @@ def run(
             continue
         log.info("fet report: scoring the %s encoder on %d spans", name, len(spans))
         report["quality"][name] = score_encoder(
-            encoder, spans, cluster, stage.pooling, stage.feature_layer, tokenizer.pad_token_id, suffix
+            encoder,
+            spans,
+            cluster,
+            stage.pooling,
+            stage.feature_layer,
+            tokenizer.pad_token_id,
+            suffix,
+            n_seeds=n_seeds,
         )
         report["encoders"].append(name)
     fet_manifest = read_export_manifest(exports["fet"]) if "fet" in exports else None
