@@ -89,4 +89,7 @@ def test_finetune_and_study_configs_validate(tmp_path):
         with pytest.raises(ConfigError, match="'finetune.scheme'"):
             validate_finetune(compose(config_name="finetune", overrides=["finetune.scheme=BIOZ"]))
     assert finetune.kshot == 4 and finetune.data.split_dir == "./data/gold/wnut16"
-    assert set(study.variants) == {"baseline", "esi", "esi_distill", "esi_nee"} and study.variants["baseline"] is None
+    assert (
+        set(study.variants) == {"baseline", "esi", "esi_distill", "esi_nee"}
+        and study.variants["baseline"] is None
+    )
