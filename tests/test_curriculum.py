@@ -1,24 +1,13 @@
 import pytest
 
-from cofee.config import validate
 from cofee.errors import ConfigError
 from cofee.pretrain import run_curriculum
 
+from .test_esi import _smoke_cfg
+
 
 def _cfg(compose_cfg, tmp_path, dump, *extra):
-    return validate(
-        compose_cfg(
-            [
-                "experiment=smoke",
-                f"paths.root={tmp_path}",
-                f"data.anchors.dump={dump}",
-                "data.anchors.build_workers=1",
-                "data.anchors.dev_fraction=0.2",
-                "trainer.fast_dev_run=true",
-                *extra,
-            ]
-        )
-    )
+    return _smoke_cfg(compose_cfg, tmp_path, dump, "trainer.fast_dev_run=true", *extra)
 
 
 def test_changed_settings_of_a_finished_stage_are_refused_by_name(compose_cfg, tmp_path, small_dump):
