@@ -21,6 +21,7 @@ the epoch boundary after the refresh (Lightning runs checkpoint callbacks last).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import time
@@ -31,7 +32,7 @@ import torch
 
 from cofee.clustering.distributed import PseudoLabels, cluster_distributed, gather_features
 from cofee.clustering.features import SpanFeatures, extract_span_features
-from cofee.clustering.kmeans import ClusterConfig, derive_seed
+from cofee.clustering.kmeans import ClusterConfig, ClusteringError, derive_seed
 from cofee.clustering.quality import nmi, purity
 from cofee.stages.fet import REFRESH_FEATURES, SpanFeatureStore
 
@@ -41,6 +42,23 @@ log = logging.getLogger(__name__)
 def _rank() -> int:
     dist = torch.distributed
     return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+
+
+def _ranks_agree(labels: PseudoLabels) -> int:
+    """The number of ranks, after checking that every rank holds the very same pseudo-labels (a
+    digest of span ids and assignments, gathered); a mismatch is an error, not a silent divergence."""
+    dist = torch.distributed
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return 1
+    digest = hashlib.sha1(
+        np.ascontiguousarray(labels.span_ids, dtype=np.int64).tobytes()
+        + np.ascontiguousarray(labels.assignments, dtype=np.int64).tobytes()
+    ).hexdigest()
+    digests: list = [None] * dist.get_world_size()
+    dist.all_gather_object(digests, digest)
+    if len(set(digests)) != 1:
+        raise ClusteringError(f"ranks hold different pseudo-labels (digests {digests})")
+    return len(digests)
 
 
 def _plain(value):
@@ -169,6 +187,7 @@ class ClusterRefreshCallback(pl.Callback):
             "seed": labels.stats.get("seed"),
             "sizes": {key: labels.stats[key] for key in ("min", "median", "max", "empty", "k")},
             "nmi_prev": None,
+            "ranks": _ranks_agree(labels),
         }
         entry.update(self.fine_type_agreement(labels))
         if previous is not None:
