@@ -91,3 +91,36 @@ def iter_shard_records(
             if problem:
                 raise InputFileError(path, problem, line=number)
             yield record
+
+
+class ShardWriter:
+    """Writes JSON lines into `shard-NNNNN.jsonl` files of at most `shard_size` lines each; `shards`
+    lists them for the manifest."""
+
+    def __init__(self, folder: Path, shard_size: int):
+        self.folder = folder
+        self.shard_size = shard_size
+        self.shards: list[dict[str, Any]] = []
+        self._handle = None
+        self._count = 0
+
+    def write(self, lines: list[str]) -> None:
+        i = 0
+        while i < len(lines):
+            if self._handle is None:
+                name = f"shard-{len(self.shards):05d}.jsonl"
+                self._handle = open(self.folder / name, "w", encoding="utf-8")
+                self.shards.append({"file": name, "sentences": 0})
+                self._count = 0
+            take = lines[i : i + self.shard_size - self._count]
+            self._handle.write("\n".join(take) + "\n")
+            self._count += len(take)
+            self.shards[-1]["sentences"] = self._count
+            i += len(take)
+            if self._count >= self.shard_size:
+                self.close()
+
+    def close(self) -> None:
+        if self._handle is not None:
+            self._handle.close()
+            self._handle = None

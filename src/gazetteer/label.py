@@ -39,7 +39,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from ..built_data import iter_shard_records, read_manifest, up_to_date
+from ..built_data import ShardWriter, iter_shard_records, read_manifest, up_to_date
 from ..errors import CofeeError, InputFileError
 from ..io_utils import atomic_directory, atomic_write_json, sha256_file, stable_hash
 from .build import load_gazetteer, load_gazetteer_manifest
@@ -54,29 +54,6 @@ FORMAT = "cofee-labelled-corpus"
 VERSION = 1
 SPAN_SOURCES = ("anchor", "gazetteer", "name_pattern")
 UNKNOWN = "unknown"  # the key of type null in counts
-
-
-class _ShardWriter:
-    def __init__(self, folder: Path, shard_size: int):
-        self.folder = folder
-        self.shard_size = shard_size
-        self.shards: list[dict[str, Any]] = []
-        self._handle = None
-
-    def write(self, line: str) -> None:
-        if self._handle is None:
-            name = f"shard-{len(self.shards):05d}.jsonl"
-            self._handle = open(self.folder / name, "w", encoding="utf-8")
-            self.shards.append({"file": name, "sentences": 0})
-        self._handle.write(line + "\n")
-        self.shards[-1]["sentences"] += 1
-        if self.shards[-1]["sentences"] >= self.shard_size:
-            self.close()
-
-    def close(self) -> None:
-        if self._handle is not None:
-            self._handle.close()
-            self._handle = None
 
 
 def _free_of(matches, anchors: list[list]) -> Iterator:
@@ -241,7 +218,7 @@ def label_corpus(
             dynamic_ncols=True,
         )
     with atomic_directory(out_dir) as tmp:
-        writer = _ShardWriter(tmp, shard_size)
+        writer = ShardWriter(tmp, shard_size)
         try:
             for record in records:
                 text = record["text"]
@@ -254,7 +231,7 @@ def label_corpus(
                     "text": text,
                     "spans": spans,
                 }
-                writer.write(json.dumps(out, ensure_ascii=False))
+                writer.write([json.dumps(out, ensure_ascii=False)])
                 if bar is not None:
                     bar.update(1)
         finally:

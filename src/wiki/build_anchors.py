@@ -46,7 +46,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from ..built_data import iter_shard_records, read_manifest, up_to_date
+from ..built_data import ShardWriter, iter_shard_records, read_manifest, up_to_date
 from ..errors import CofeeError, ConfigError, InputFileError
 from ..io_utils import atomic_directory, atomic_write_json, sha256_file, stable_hash
 from .dump import DumpReader
@@ -207,36 +207,6 @@ def _process_batch(batch):
 
 
 # -- output ----------------------------------------------------------------------------------------
-class _ShardWriter:
-    def __init__(self, folder: Path, shard_size: int):
-        self.folder = folder
-        self.shard_size = shard_size
-        self.shards: list[dict[str, Any]] = []
-        self._handle = None
-        self._count = 0
-
-    def write(self, lines: list[str]) -> None:
-        i = 0
-        while i < len(lines):
-            if self._handle is None:
-                name = f"shard-{len(self.shards):05d}.jsonl"
-                self._handle = open(self.folder / name, "w", encoding="utf-8")
-                self.shards.append({"file": name, "sentences": 0})
-                self._count = 0
-            take = lines[i : i + self.shard_size - self._count]
-            self._handle.write("\n".join(take) + "\n")
-            self._count += len(take)
-            self.shards[-1]["sentences"] = self._count
-            i += len(take)
-            if self._count >= self.shard_size:
-                self.close()
-
-    def close(self) -> None:
-        if self._handle is not None:
-            self._handle.close()
-            self._handle = None
-
-
 def _resolve(target: str, redirects: dict[str, str]) -> str:
     hops = 0
     while hops < _MAX_REDIRECT_HOPS:
@@ -277,7 +247,7 @@ def _resolve_redirects(folder: Path, shards: list[dict[str, Any]], redirects: di
 # -- the build -------------------------------------------------------------------------------------
 def _build_into(folder: Path, dump_path: Path, config: AnchorBuildConfig, num_workers: int, progress: bool):
     reader = DumpReader(dump_path)
-    writer = _ShardWriter(folder, config.shard_size)
+    writer = ShardWriter(folder, config.shard_size)
     counts: collections.Counter = collections.Counter()
     redirects: dict[str, str] = {}
     pending: collections.deque = collections.deque()
