@@ -56,6 +56,14 @@ def write_rows(path: Path, rows: list[StudyRow]) -> None:
     atomic_write_text(path, buffer.getvalue())
 
 
+def variant_run_name(study: StudyConfig, name: str, overrides: list[str]) -> str:
+    """The run folder of a variant's curriculum: its own `run_name=` override when it gives one (variants
+    naming the same run share the stages they have in common with the same settings), else
+    `<study run_name>-<variant>`."""
+    given = [o.split("=", 1)[1] for o in overrides if o.split("=", 1)[0].lstrip("+") == "run_name"]
+    return given[-1] if given else f"{study.run_name}-{name}"
+
+
 def pretrain_variant(study: StudyConfig, name: str, overrides: list[str] | None) -> Path | None:
     """Run (or find done) the variant's curriculum; returns its last stage's export folder."""
     if overrides is None:
@@ -66,7 +74,9 @@ def pretrain_variant(study: StudyConfig, name: str, overrides: list[str] | None)
     from .config import validate
     from .pretrain import run_curriculum
 
-    args = [f"paths.root={study.paths.root}", f"run_name={study.run_name}-{name}", *overrides]
+    run_name = variant_run_name(study, name, overrides)
+    rest = [o for o in overrides if o.split("=", 1)[0].lstrip("+") != "run_name"]
+    args = [f"paths.root={study.paths.root}", f"run_name={run_name}", *rest]
     if GlobalHydra.instance().is_initialized():
         cfg = compose(config_name="pretrain", overrides=args)
     else:
@@ -78,17 +88,21 @@ def pretrain_variant(study: StudyConfig, name: str, overrides: list[str] | None)
 
 
 def run_study(study: StudyConfig, trainer_kwargs: dict | None = None) -> list[StudyRow]:
+    """Pre-train every variant first, then fine-tune seed by seed (each seed over every budget and
+    variant), so that a study stopped early still holds paired rows for every variant."""
     from .data_modules.gold_ner import splits_from_config
     from .finetune import finetune
 
-    splits = splits_from_config(study.data, study.finetune.scheme)
+    splits = splits_from_config(study.data, study.finetune.scheme)  # also writes train.txt (in-domain text)
     results = Path(study.results)
     rows = read_rows(results)
     done = {(r.variant, r.protocol, r.budget, r.seed, r.settings) for r in rows}
     budgets = [("fraction", float(f)) for f in study.fractions] + [("kshot", float(k)) for k in study.kshots]
+    encoders, settings = {}, {}
     for variant, overrides in study.variants.items():
-        encoder = pretrain_variant(study, variant, overrides)
-        settings = stable_hash(
+        log.info("study: pre-training variant %s", variant)
+        encoders[variant] = pretrain_variant(study, variant, overrides)
+        settings[variant] = stable_hash(
             {
                 "finetune": to_plain(study.finetune),
                 "data": to_plain(study.data),
@@ -96,15 +110,16 @@ def run_study(study: StudyConfig, trainer_kwargs: dict | None = None) -> list[St
                 "variant": overrides,
             }
         )
+    for seed in study.seeds:
         for protocol, budget in budgets:
-            for seed in study.seeds:
-                if (variant, protocol, budget, seed, settings) in done:
+            for variant in study.variants:
+                if (variant, protocol, budget, seed, settings[variant]) in done:
                     continue
                 kwargs = {"fraction": budget} if protocol == "fraction" else {"kshot": int(budget)}
                 result = finetune(
                     splits,
                     study.finetune,
-                    encoder,
+                    encoders[variant],
                     study.model,
                     seed=seed,
                     trainer_kwargs=trainer_kwargs,
@@ -126,7 +141,7 @@ def run_study(study: StudyConfig, trainer_kwargs: dict | None = None) -> list[St
                     round(result.test["untyped"]["f1"], 4),
                     result.best_step,
                     result.seconds,
-                    settings,
+                    settings[variant],
                 )
                 rows.append(row)
                 write_rows(results, rows)

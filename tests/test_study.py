@@ -10,6 +10,7 @@ from cofee.study import (
     read_rows,
     run_study,
     update_readme,
+    variant_run_name,
     write_plot,
 )
 
@@ -31,8 +32,9 @@ def test_study_runs_variants_resumes_and_reports(tmp_path, small_dump):
         "fractions=[0.02,0.05]",
         "seeds=[1,2]",
         "variants.esi=[" + ",".join(f"'{o}'" for o in esi) + "]",
-        "~variants.esi_distill",
         "~variants.esi_nee",
+        "~variants.esi_nee_fet",
+        "~variants.esi_nee_fet_indomain",
         "finetune.max_steps=4",
         "finetune.val_every_steps=2",
         "finetune.bootstrap_samples=50",
@@ -64,3 +66,38 @@ def test_study_runs_variants_resumes_and_reports(tmp_path, small_dump):
     assert text.startswith("# Title\n") and text.endswith("footer\n") and "old" not in text and table in text
     write_plot(rows, tmp_path / "plot.png")
     assert Image.open(tmp_path / "plot.png").size[0] > 300
+
+
+def test_variant_run_name_shares_a_run_folder_when_given():
+    with initialize_config_module(config_module="cofee.conf", version_base="1.3"):
+        study = validate_study(compose(config_name="study"))
+    assert variant_run_name(study, "esi", ["curriculum.stages=[esi]"]) == "study-esi"
+    names = {v: variant_run_name(study, v, o) for v, o in study.variants.items() if o is not None}
+    # ESI, ESI+NEE and the full curriculum on Wikipedia share one folder, so ESI trains once
+    assert names["esi"] == names["esi_nee"] == names["esi_nee_fet"] != names["esi_nee_fet_indomain"]
+
+
+def test_default_study_variants_compose_into_valid_pretrain_configs():
+    """A typo in a variant's overrides must fail here, not hours into `make study`."""
+    from cofee.config import validate
+
+    with initialize_config_module(config_module="cofee.conf", version_base="1.3"):
+        study = validate_study(compose(config_name="study"))
+        assert set(study.variants) >= {"baseline", "esi", "esi_nee", "esi_nee_fet", "esi_nee_fet_indomain"}
+        for variant, overrides in study.variants.items():
+            if overrides is None:
+                continue
+            rest = [o for o in overrides if not o.startswith("run_name=")]
+            root = validate(compose(config_name="pretrain", overrides=rest))
+            assert list(root.curriculum.stages) == ["esi", "nee", "fet"][: len(root.curriculum.stages)]
+    indomain = validate(
+        compose_pretrain([o for o in study.variants["esi_nee_fet_indomain"] if not o.startswith("run_name=")])
+    )
+    assert indomain.data.gazetteer.raw_text.endswith("gold/wnut16/train.txt")
+    assert not indomain.data.gazetteer.with_anchors
+    assert indomain.data.gazetteer.labelled_dir != validate(compose_pretrain([])).data.gazetteer.labelled_dir
+
+
+def compose_pretrain(overrides):
+    with initialize_config_module(config_module="cofee.conf", version_base="1.3"):
+        return compose(config_name="pretrain", overrides=overrides)
