@@ -84,7 +84,7 @@ def test_default_study_variants_compose_into_valid_pretrain_configs():
     with initialize_config_module(config_module="cofee.conf", version_base="1.3"):
         study = validate_study(compose(config_name="study"))
         assert set(study.variants) >= {"baseline", "esi", "esi_nee", "esi_nee_fet", "esi_nee_fet_indomain"}
-        for variant, overrides in study.variants.items():
+        for overrides in study.variants.values():
             if overrides is None:
                 continue
             rest = [o for o in overrides if not o.startswith("run_name=")]
