@@ -5,6 +5,7 @@ from __future__ import annotations
 import bz2
 import json
 import logging
+import random
 import subprocess
 import sys
 import time
@@ -160,12 +161,15 @@ def test_repeats_respect_word_boundaries():
     assert counts["repeats"] == 3
 
 
-def test_multiprocessing_output_is_identical(tmp_path):
+@pytest.mark.parametrize("chunk_bytes", [1, 1 << 20])  # one chunk a page (many in flight), one chunk
+def test_multiprocessing_output_is_identical(tmp_path, monkeypatch, chunk_bytes):
     config = AnchorBuildConfig(
         mark_repeats=True, shard_size=4, min_anchors_per_sentence=0, min_sentence_chars=1
     )
     one = build(tmp_path / "one", config, num_workers=1)
+    monkeypatch.setattr(ba, "_CHUNK_BYTES", chunk_bytes)
     two = build(tmp_path / "two", config, num_workers=2)
+    assert build(tmp_path / "one-chunked", config, num_workers=1)["shards"] == one["shards"]
     assert one["counts"] == two["counts"] and one["shards"] == two["shards"]
     assert len(one["shards"]) > 2 and all(s["sentences"] <= 4 for s in one["shards"])
     for shard in one["shards"]:
@@ -224,6 +228,30 @@ def test_broken_dump_leaves_nothing(tmp_path, kind):
         assert str(dump) in str(info.value)
         assert not out.exists()
     assert [p.name for p in tmp_path.iterdir() if p.name != dump.name] == []  # no temp folder left
+
+
+def test_malformed_xml_in_a_later_chunk_with_workers(tmp_path, monkeypatch):
+    """A worker reports the line in the whole file; the first error in file order wins."""
+    monkeypatch.setattr(ba, "_CHUNK_BYTES", 1)  # one chunk a page
+    text = FIXTURE.read_text(encoding="utf-8").replace("<title>北京</title>", "<title>北京</titel>")
+    line = text[: text.index("</titel>")].count("\n") + 1
+    malformed = tmp_path / "bad.xml"
+    malformed.write_text(text, encoding="utf-8")
+    # the same error, then 2 MB (three bz2 blocks) cut short: a serial read meets the XML error first
+    filler = "<!-- " + random.Random(0).randbytes(1 << 20).hex() + " -->\n</mediawiki>"
+    packed = bz2.compress(text.replace("</mediawiki>", filler).encode("utf-8"))
+    truncated = tmp_path / "bad-cut.xml.bz2"
+    truncated.write_bytes(packed[: len(packed) * 3 // 4])
+    for dump in (malformed, truncated):
+        for workers in (1, 2):
+            out = tmp_path / f"out{workers}"
+            with pytest.raises(InputFileError) as info:
+                build_anchor_corpus(
+                    dump, out, AnchorBuildConfig(shard_size=1), num_workers=workers, progress=False
+                )
+            assert "malformed XML" in str(info.value) and str(dump) in str(info.value)
+            assert info.value.line == line
+            assert not out.exists()
 
 
 def test_failed_rebuild_keeps_the_good_corpus(tmp_path, monkeypatch):

@@ -12,13 +12,19 @@ existing good corpus stays as it was)::
 
 How it runs (memory stays flat whatever the dump size):
 
-* The main process streams pages (``DumpReader``) and hands batches of raw wikitext to a
-  ``spawn``-context process pool (``apply_async`` into a bounded queue of in-flight batches, at most
-  ``2 x num_workers``; results are taken back in submission order, so the output is the same
-  for every ``num_workers``). Workers clean, split and serialise; the main process only writes
-  lines. With ``num_workers=1`` everything runs in the main process, with no pool. A plain
-  ``imap`` is not used because its feeder thread pulls the whole input without bound and turns a
-  dump error into a pickled exception from a worker.
+* The main process only decompresses the dump and cuts it into chunks of whole ``<page>`` elements
+  (``DumpReader.chunks``, ~256 KB of XML each; the header is parsed once there, for the namespaces).
+  Parsing the chunk's XML, splitting off redirects and cleaning the articles all happen in
+  ``_process_chunk_with``, which returns the sentence lines, counts and the chunk's redirects.
+* With ``num_workers > 1`` that runs in a ``spawn``-context process pool (``apply_async`` into a
+  bounded queue of in-flight chunks, at most ``2 x num_workers``; results are taken back in
+  submission order, so the output is the same for every ``num_workers``). The main process keeps
+  only the serial work: decompressing, cutting, writing lines, the redirect map. With
+  ``num_workers=1`` the same function runs in the main process, with no pool. A plain ``imap`` is
+  not used because its feeder thread pulls the whole input without bound and turns a dump error into
+  a pickled exception from a worker. A worker's XML error names the line in the whole file (each
+  chunk carries its first line); when the main process hits a dump error, the chunks before it are
+  finished first, so an earlier error wins, as in a serial read.
 * Redirects are resolved at write time: pass 1 writes the shards with link targets as written
   (normalised) and collects the redirect map, ``{normalised redirect title: target}``; its size is
   proportional to the number of redirect pages (about 10M titles, ~1-2 GB, for all of enwiki),
@@ -49,7 +55,7 @@ from typing import Any
 from ..built_data import ShardWriter, iter_shard_records, read_manifest, up_to_date
 from ..errors import CofeeError, ConfigError, InputFileError
 from ..io_utils import atomic_directory, atomic_write_json, sha256_file, stable_hash
-from .dump import DumpReader
+from .dump import CHUNK_BYTES, Chunk, DumpReader, PageParser
 from .sentences import split_sentences
 from .wikitext import WikitextCleaner, normalize_title
 
@@ -68,8 +74,7 @@ FORMAT = "cofee-anchor-corpus"
 VERSION = 1
 KINDS = ("anchor", "repeat", "title")
 GENSIM_SAMPLE = "enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2"
-_BATCH_CHARS = 256_000  # wikitext characters per batch sent to a worker
-_BATCH_PAGES = 64
+_CHUNK_BYTES = CHUNK_BYTES  # decompressed XML per chunk, one task of a worker (tests shrink it)
 _MAX_REDIRECT_HOPS = 8
 # "Word" characters that are not CJK: a repeat/title match must not touch one of these, so
 # "York" never matches inside "Yorkshire"; CJK text (no spaces) needs no boundary.
@@ -193,17 +198,37 @@ def _process_batch_with(batch, cleaner, config):
     return lines, counts
 
 
-_WORKER_STATE: tuple[WikitextCleaner, AnchorBuildConfig] | None = None
+def _process_chunk_with(
+    chunk: Chunk, parser: PageParser, cleaner: WikitextCleaner, config: AnchorBuildConfig
+):
+    """Parse one chunk of the dump and clean its articles; its redirects go back to the main process."""
+    pages, skipped = parser.parse(chunk)
+    batch: list[tuple[int, str, str]] = []
+    redirects: list[tuple[str, str]] = []
+    for page in pages:
+        if page.redirect is None:
+            batch.append((page.page_id, page.title, page.text))
+            continue
+        source = normalize_title(page.title)
+        target = normalize_title(page.redirect.split("#", 1)[0])
+        if source and target and source != target:
+            redirects.append((source, target))
+    lines, counts = _process_batch_with(batch, cleaner, config)
+    counts.update(pages=len(batch), redirects=len(pages) - len(batch), skipped_pages=skipped)
+    return lines, counts, redirects
 
 
-def _init_worker(namespaces: dict[int, str], config_dict: dict[str, Any]) -> None:
+_WORKER_STATE: tuple[PageParser, WikitextCleaner, AnchorBuildConfig] | None = None
+
+
+def _init_worker(parser: PageParser, config_dict: dict[str, Any]) -> None:
     global _WORKER_STATE
-    _WORKER_STATE = (WikitextCleaner(namespaces), AnchorBuildConfig(**config_dict))
+    _WORKER_STATE = (parser, WikitextCleaner(parser.namespaces), AnchorBuildConfig(**config_dict))
 
 
-def _process_batch(batch):
+def _process_chunk(chunk: Chunk):
     assert _WORKER_STATE is not None, "worker not initialised"
-    return _process_batch_with(batch, *_WORKER_STATE)
+    return _process_chunk_with(chunk, *_WORKER_STATE)
 
 
 # -- output ----------------------------------------------------------------------------------------
@@ -246,13 +271,13 @@ def _resolve_redirects(folder: Path, shards: list[dict[str, Any]], redirects: di
 
 # -- the build -------------------------------------------------------------------------------------
 def _build_into(folder: Path, dump_path: Path, config: AnchorBuildConfig, num_workers: int, progress: bool):
-    reader = DumpReader(dump_path)
+    reader = DumpReader(dump_path, chunk_bytes=_CHUNK_BYTES)
     writer = ShardWriter(folder, config.shard_size)
     counts: collections.Counter = collections.Counter()
     redirects: dict[str, str] = {}
     pending: collections.deque = collections.deque()
     pool = None
-    cleaner = None
+    state = None
     bar = None
     if progress:
         from tqdm import tqdm
@@ -269,22 +294,24 @@ def _build_into(folder: Path, dump_path: Path, config: AnchorBuildConfig, num_wo
     last_position = 0
 
     def take(result) -> None:
-        lines, batch_counts = result
+        lines, chunk_counts, chunk_redirects = result
         writer.write(lines)
-        counts.update(batch_counts)
+        counts.update(chunk_counts)
+        redirects.update(chunk_redirects)
 
-    def submit(batch) -> None:
-        nonlocal pool, cleaner, last_position
+    def submit(chunk: Chunk) -> None:
+        nonlocal pool, state, last_position
+        if state is None:  # the header has been read: namespaces and root URI are known
+            parser = reader.page_parser()
+            state = (parser, WikitextCleaner(parser.namespaces), config)
         if num_workers <= 1:
-            if cleaner is None:
-                cleaner = WikitextCleaner(reader.namespaces)
-            take(_process_batch_with(batch, cleaner, config))
+            take(_process_chunk_with(chunk, *state))
         else:
             if pool is None:
                 pool = multiprocessing.get_context("spawn").Pool(
-                    num_workers, initializer=_init_worker, initargs=(dict(reader.namespaces), asdict(config))
+                    num_workers, initializer=_init_worker, initargs=(state[0], asdict(config))
                 )
-            pending.append(pool.apply_async(_process_batch, (batch,)))
+            pending.append(pool.apply_async(_process_chunk, (chunk,)))
             while len(pending) >= 2 * num_workers:
                 take(pending.popleft().get())
         if bar is not None:
@@ -294,24 +321,18 @@ def _build_into(folder: Path, dump_path: Path, config: AnchorBuildConfig, num_wo
             bar.set_postfix(pages=counts["pages"], sentences=counts["sentences"], refresh=False)
 
     try:
-        batch: list[tuple[int, str, str]] = []
-        batch_chars = 0
-        for page in reader:
-            if page.redirect is not None:
-                counts["redirects"] += 1
-                source = normalize_title(page.title)
-                target = normalize_title(page.redirect.split("#", 1)[0])
-                if source and target and source != target:
-                    redirects[source] = target
-                continue
-            counts["pages"] += 1
-            batch.append((page.page_id, page.title, page.text))
-            batch_chars += len(page.text)
-            if batch_chars >= _BATCH_CHARS or len(batch) >= _BATCH_PAGES:
-                submit(batch)
-                batch, batch_chars = [], 0
-        if batch:
-            submit(batch)
+        chunks = reader.chunks()
+        while True:
+            try:
+                chunk = next(chunks, None)
+            except InputFileError:
+                # a serial read would have met an error in an earlier chunk first: report that one
+                while pending:
+                    take(pending.popleft().get())
+                raise
+            if chunk is None:
+                break
+            submit(chunk)
         while pending:
             take(pending.popleft().get())
         if pool is not None:
@@ -325,7 +346,6 @@ def _build_into(folder: Path, dump_path: Path, config: AnchorBuildConfig, num_wo
             pool.join()
         if bar is not None:
             bar.close()
-    counts["skipped_pages"] = reader.skipped
     counts["anchor_targets_resolved_via_redirect"] = _resolve_redirects(folder, writer.shards, redirects)
     return counts, writer.shards
 
