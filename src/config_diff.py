@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-_MISSING = "<unset>"
+MISSING = "<unset>"  # the value of a key one side does not have
 
 
 def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
@@ -26,12 +26,19 @@ def changed_keys(old: Mapping, new: Mapping) -> list[tuple[str, Any, Any]]:
     """(key, old value, new value) for every leaf that differs, sorted by key."""
     before, after = flatten(old), flatten(new)
     return [
-        (key, before.get(key, _MISSING), after.get(key, _MISSING))
+        (key, before.get(key, MISSING), after.get(key, MISSING))
         for key in sorted(before.keys() | after.keys())
-        if before.get(key, _MISSING) != after.get(key, _MISSING)
+        if before.get(key, MISSING) != after.get(key, MISSING)
     ]
 
 
 def describe_changes(changes: list[tuple[str, Any, Any]], limit: int = 6) -> str:
     shown = ", ".join(f"{key} ({old!r} -> {new!r})" for key, old, new in changes[:limit])
     return shown + (f" and {len(changes) - limit} more" if len(changes) > limit else "")
+
+
+def drop_added_defaults(changes: list[tuple[str, Any, Any]], defaults: Mapping) -> list[tuple[str, Any, Any]]:
+    """Leave out keys the old side lacks and the new side sets to their default: a key added in a
+    later version, left at its default, changes nothing a run did (so upgrading keeps finished runs)."""
+    flat = flatten(defaults)
+    return [c for c in changes if not (c[1] == MISSING and c[0] in flat and flat[c[0]] == c[2])]

@@ -11,6 +11,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 import pytorch_lightning as pl
+from omegaconf import OmegaConf
 
 from cofee.callbacks.cluster_refresh import ClusterRefreshCallback
 from cofee.callbacks.encoder_export import EncoderExportCallback
@@ -28,7 +29,7 @@ from cofee.data_modules.wiki_anchor import WikiAnchorDataModule
 
 from .alignment import special_tokens
 from .config import KNOWN_STAGES, RootConfig, to_plain
-from .config_diff import changed_keys, describe_changes
+from .config_diff import changed_keys, describe_changes, drop_added_defaults
 from .errors import ConfigError, InputFileError
 from .export import MANIFEST, load_export_head, load_start, manifest_hash, read_export_manifest
 from .io_utils import atomic_write_json, read_json, stable_hash
@@ -165,6 +166,22 @@ def stage_inputs(cfg: RootConfig, stage: str, parent: str | None) -> dict:
     }
 
 
+def input_defaults(stage: str) -> dict:
+    """The code's defaults for the config parts of `stage_inputs` (data paths left out: they are
+    interpolations with no default of their own)."""
+    defaults = RootConfig()
+    data = {}
+    for name in STAGE_DATA[stage]:
+        plain = OmegaConf.to_container(OmegaConf.structured(getattr(defaults.data, name)), resolve=False)
+        data[name] = {k: v for k, v in plain.items() if not (isinstance(v, str) and "${" in v)}
+    return {
+        "model": to_plain(defaults.model),
+        "data": data,
+        "stages": {stage: to_plain(getattr(defaults.stages, stage))},
+        "trainer": {k: getattr(defaults.trainer, k) for k in ("precision", "gradient_clip_val")},
+    }
+
+
 def stage_config_hash(cfg: RootConfig, stage: str, parent: str | None) -> str:
     return stable_hash(stage_inputs(cfg, stage, parent))
 
@@ -184,20 +201,20 @@ def check_stage_inputs(cfg: RootConfig, stage: str, stage_dir: Path, inputs: dic
     """True when the stage is finished with these inputs. A finished or interrupted stage with other
     inputs is refused, naming the keys that differ, unless `curriculum.retrain_changed` is set; then
     its export and checkpoints are set aside and the stage retrains."""
-    config_hash = stable_hash(inputs)
     export_dir, checkpoints, recorded = stage_dir / "encoder", stage_dir / "checkpoints", stage_dir / INPUTS
-    previous = None
+    previous, finished = None, False
     if (export_dir / MANIFEST).is_file():
-        done = read_export_manifest(export_dir)
-        if done.get("config_hash") == config_hash:
-            return True
-        previous = done.get("inputs", {})
+        previous, finished = read_export_manifest(export_dir).get("inputs"), True
     elif (checkpoints / "last.ckpt").is_file() and recorded.is_file():
         previous = read_json(recorded)
-        if stable_hash(previous) == config_hash:
-            return False  # interrupted with the same inputs: resume from last.ckpt
     if previous is not None:
-        changes = describe_changes(changed_keys(previous, inputs)) or "settings not recorded by this version"
+        changed = changed_keys(previous, inputs)
+        if changed:  # keys added by a later version at their defaults are no change
+            changed = drop_added_defaults(changed, input_defaults(stage))
+        if not changed:
+            return finished  # finished: skip; interrupted with the same inputs: resume from last.ckpt
+    if previous is not None or finished:
+        changes = describe_changes(changed) if previous else "settings not recorded by this version"
         if not cfg.curriculum.retrain_changed:
             raise ConfigError(
                 f"stages.{stage}",

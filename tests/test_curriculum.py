@@ -61,3 +61,22 @@ def test_a_truncated_last_checkpoint_is_named_and_nothing_is_lost(compose_cfg, t
         run_curriculum(_cfg(compose_cfg, tmp_path, small_dump, *base))
     assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
     assert last.stat().st_size == len(data) // 2
+
+
+def test_a_key_added_at_its_default_since_a_stage_finished_is_no_change(compose_cfg, tmp_path, small_dump):
+    """Upgrading cofee (a new config key, at its default) must not refuse or retrain finished stages."""
+    import json
+
+    first = run_curriculum(_cfg(compose_cfg, tmp_path, small_dump))["esi"]
+    manifest_path = tmp_path / "outputs" / "smoke" / "esi" / "encoder" / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    assert (
+        manifest["inputs"]["stages"]["esi"]["optim"].pop("distill_weight") == 0.0
+    )  # as an older version wrote it
+    manifest_path.write_text(json.dumps(manifest))
+
+    again = run_curriculum(_cfg(compose_cfg, tmp_path, small_dump))["esi"]
+    assert again["config_hash"] == first["config_hash"]  # skipped, not retrained
+    assert not [p for p in manifest_path.parent.parent.iterdir() if ".replaced-" in p.name]
+    with pytest.raises(ConfigError, match=r"stages\.esi\.optim\.distill_weight \('<unset>' -> 5\.0\)"):
+        run_curriculum(_cfg(compose_cfg, tmp_path, small_dump, "stages.esi.optim.distill_weight=5.0"))
