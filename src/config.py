@@ -76,6 +76,9 @@ class NEEStageConfig(StageConfig):
     max_epochs: int = 2
     max_train_sentences: int | None = 4000  # a seeded sample of the labelled corpus; null = all
     noise: NoiseConfig = field(default_factory=NoiseConfig)
+    type_balance: float = (
+        0.0  # loss weight of a type's tags: (spans of the top type / its spans) ** this, <= 10
+    )
 
 
 @dataclass
@@ -317,6 +320,9 @@ def validate(cfg: DictConfig, schema: type = RootConfig) -> RootConfig:
     _choice("stages.nee.noise.unknown", noise.unknown, UNKNOWN_MODES[1:])
     if not 0 < noise.relabel_rate <= 1:
         raise ConfigError("stages.nee.noise.relabel_rate", f"must lie in (0, 1], got {noise.relabel_rate}")
+    for name in ("nee", "fet"):
+        if getattr(root.stages, name).type_balance < 0:
+            raise ConfigError(f"stages.{name}.type_balance", "must be 0 (off) or positive")
     _check_fet(root.stages.fet)
     _check_logger(root.logger)
     if not 0 < root.data.anchors.dev_fraction < 1:

@@ -50,8 +50,13 @@ def allowed_matrix(scheme: str, types: Sequence[str], unknown: str) -> torch.Ten
     return allowed
 
 
-def partial_label_nll(logits: torch.Tensor, labels: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
-    """Mean of -log sum_{allowed} softmax(logits) over tokens that have at least one allowed label."""
+def partial_label_nll(
+    logits: torch.Tensor, labels: torch.Tensor, allowed: torch.Tensor, weights: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Mean of -log sum_{allowed} softmax(logits) over tokens that have at least one allowed label.
+
+    `weights` ([real labels]) makes it a weighted mean; a token weighs the mean weight of the labels it
+    allows (an ordinary label: its own weight)."""
     flat_logits = logits.flatten(0, 1).float()
     flat_labels = labels.flatten()
     keep = flat_labels != IGNORE_INDEX
@@ -61,7 +66,22 @@ def partial_label_nll(logits: torch.Tensor, labels: torch.Tensor, allowed: torch
         return flat_logits.sum() * 0.0  # keeps the graph (and DDP) happy on an all-ignored batch
     log_probs = flat_logits[keep].log_softmax(-1)
     picked = log_probs.masked_fill(~rows[keep], float("-inf")).logsumexp(-1)
-    return -picked.mean()
+    if weights is None:
+        return -picked.mean()
+    allowed_rows = rows[keep].float()
+    token_weights = (allowed_rows @ weights.to(allowed_rows)) / allowed_rows.sum(-1)
+    return -(picked * token_weights).sum() / token_weights.sum()
+
+
+def type_balance_weights(
+    scheme: str, types: Sequence[str], span_counts: dict[str, int], power: float, cap: float = 10.0
+) -> torch.Tensor:
+    """[real labels] loss weights: a type's tags weigh (spans of the most frequent type / its spans)
+    ** power, at most `cap`; O and types without spans weigh 1. power 0: all ones."""
+    most = max((span_counts.get(t, 0) for t in types), default=0)
+    by_type = {t: min(cap, (most / span_counts[t]) ** power) if span_counts.get(t) else 1.0 for t in types}
+    names = label_names(scheme, list(types))
+    return torch.tensor([1.0 if n == "O" else by_type[n.split("-", 1)[1]] for n in names])
 
 
 def without_unknown(predicted: Sequence[Sequence], gold: Sequence[Sequence]) -> tuple[list, list]:

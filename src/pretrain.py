@@ -75,7 +75,9 @@ def build_esi(cfg: RootConfig, encoder, tokenizer, init_from: Path | None) -> St
 
 def build_nee(cfg: RootConfig, encoder, tokenizer, init_from: Path | None) -> StageParts:
     stage, gazetteer = cfg.stages.nee, cfg.data.gazetteer
-    module = NEEModule(encoder, stage.optim, gazetteer.types, stage.scheme, stage.dropout, stage.noise)
+    module = NEEModule(
+        encoder, stage.optim, gazetteer.types, stage.scheme, stage.dropout, stage.noise, stage.type_balance
+    )
     if init_from is None or (read_export_manifest(init_from).get("stage") != "esi" and stage.noise.esi_spans):
         log.warning("nee: not started from an ESI export; only untyped anchors count as unknown-type spans")
     datamodule = gazetteer_data_module(GazetteerDataModule, cfg, stage, tokenizer, init_from)
@@ -129,6 +131,7 @@ def build_fet(cfg: RootConfig, encoder, tokenizer, init_from: Path | None) -> St
         feature_layer=stage.feature_layer,
         lambda_cluster=stage.lambda_cluster,
         suffix_len=len(special_tokens(tokenizer)[1]),
+        type_balance=stage.type_balance,
     )
     parent_stage = read_export_manifest(init_from).get("stage") if init_from is not None else None
     if parent_stage != "nee":

@@ -42,6 +42,7 @@ def test_every_experiment_file_validates(compose_cfg):
         ("stages.esi.optim.lr=-1", "stages.esi.optim.lr"),
         ("logger.kind=tensorboardx", "logger.kind"),
         ("curriculum.stages=[esi,xyz]", "curriculum.stages"),
+        ("stages.nee.type_balance=-0.5", "stages.nee.type_balance"),
     ],
 )
 def test_wrong_values_name_the_key(compose_cfg, override, key):
@@ -90,6 +91,6 @@ def test_finetune_and_study_configs_validate(tmp_path):
             validate_finetune(compose(config_name="finetune", overrides=["finetune.scheme=BIOZ"]))
     assert finetune.kshot == 4 and finetune.data.split_dir == "./data/gold/wnut16"
     assert (
-        set(study.variants) == {"baseline", "esi", "esi_distill", "esi_nee"}
+        set(study.variants) == {"baseline", "esi", "esi_nee", "esi_nee_fet", "esi_nee_fet_indomain"}
         and study.variants["baseline"] is None
     )

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from cofee.alignment import IGNORE_INDEX
-from cofee.partial_labels import allowed_matrix, extended_labels, partial_label_nll
+from cofee.partial_labels import allowed_matrix, extended_labels, partial_label_nll, type_balance_weights
 from cofee.stages.base import OptimConfig
 from cofee.stages.nee import NEEModule, NoiseConfig
 
@@ -62,6 +62,29 @@ def test_marginal_sums_over_the_types_of_the_prefix():
     assert loss.item() == pytest.approx(sum(per_token) / 3, rel=1e-5)
 
 
+def test_weighted_loss_is_the_weighted_mean_of_the_token_losses():
+    logits, labels = _batch()
+    weights = torch.tensor([1.0, 4.0, 4.0, 2.0, 2.0])  # O, B-PER, I-PER, B-LOC, I-LOC
+    loss = partial_label_nll(logits, labels, allowed_matrix("BIO", TYPES, "marginal"), weights)
+    p = logits[0].detach().softmax(-1)
+    per_token = [-math.log(p[1, ID["B-PER"]]), -math.log(p[2, ID["O"]]), -math.log(p[3, 1] + p[3, 3])]
+    token_weights = [4.0, 1.0, 3.0]  # B-? allows B-PER and B-LOC: the mean of their weights
+    expected = sum(w * t for w, t in zip(token_weights, per_token)) / sum(token_weights)
+    assert loss.item() == pytest.approx(expected, rel=1e-5)
+    unweighted = partial_label_nll(logits, labels, allowed_matrix("BIO", TYPES, "marginal"), torch.ones(5))
+    assert unweighted.item() == pytest.approx(sum(per_token) / 3, rel=1e-5)
+
+
+def test_type_balance_weights_starved_types_up_to_a_cap():
+    counts = {"PER": 10, "LOC": 1000}
+    assert type_balance_weights("BIO", TYPES, counts, 0.0).tolist() == [1.0] * 5
+    half = type_balance_weights("BIO", TYPES, counts, 0.5).tolist()
+    assert half == pytest.approx([1.0, 10.0, 10.0, 1.0, 1.0])  # sqrt(100) = 10, at the cap
+    quarter = type_balance_weights("BIO", TYPES, counts, 0.25).tolist()
+    assert quarter == pytest.approx([1.0, 100**0.25, 100**0.25, 1.0, 1.0])
+    assert type_balance_weights("BIO", TYPES, {"LOC": 5}, 1.0).tolist() == [1.0] * 5  # PER unseen: 1
+
+
 def test_an_all_ignored_batch_gives_a_zero_loss_with_a_graph():
     logits = torch.randn(1, 3, 5, requires_grad=True)
     labels = torch.tensor([[IGNORE_INDEX, ID["B-?"], ID["I-?"]]])
@@ -86,3 +109,22 @@ def test_noise_strategy_none_teaches_unknown_as_outside(tiny_encoder):
     )
     assert module.head.allowed[ID["B-?"]].tolist() == [True, False, False, False, False]
     assert module.head.spec() == {"kind": "tagging", "scheme": "BIO", "types": TYPES}
+
+
+def test_nee_weighs_its_loss_by_the_training_span_counts(tiny_encoder):
+    from types import SimpleNamespace
+
+    windows = [SimpleNamespace(spans=[(0, 1, "LOC")] * 16 + [(2, 3, "PER"), (4, 5, "?")])]
+    trainer = SimpleNamespace(datamodule=SimpleNamespace(train_windows=windows))
+    module = NEEModule(tiny_encoder, OptimConfig(), TYPES, type_balance=0.5)
+    module.trainer = trainer
+    module.on_fit_start()
+    assert module.head.label_weights.tolist() == pytest.approx([1.0, 4.0, 4.0, 1.0, 1.0])
+    logits, labels = _batch()
+    weighted = module.head.loss(logits, {"labels": labels})
+    expected = partial_label_nll(logits, labels, module.head.allowed, torch.tensor([1.0, 4.0, 4.0, 1.0, 1.0]))
+    assert weighted.item() == pytest.approx(expected.item())
+    plain = NEEModule(tiny_encoder, OptimConfig(), TYPES)
+    plain.trainer = trainer
+    plain.on_fit_start()
+    assert plain.head.label_weights is None

@@ -143,8 +143,9 @@ class FETModule(NEEModule):
         feature_layer: int = -2,
         lambda_cluster: float = 0.001,
         suffix_len: int = 1,
+        type_balance: float = 0.0,
     ):
-        super().__init__(encoder, optim, types, scheme, dropout, noise)
+        super().__init__(encoder, optim, types, scheme, dropout, noise, type_balance)
         check_pooling(pooling, "stages.fet.pooling")
         layers = encoder.config.num_hidden_layers + 1  # hidden_states: the embeddings, then each layer
         if not -layers <= feature_layer < layers:
