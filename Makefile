@@ -14,7 +14,7 @@ export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 export WANDB_MODE ?= offline
 
-.PHONY: help install test test-slow pretrain-all build-anchors build-gazetteer denoising fet-report bench study sweep lint format clean
+.PHONY: help install test test-slow pretrain-all build-anchors build-gazetteer denoising fet-report bench study study-report sweep lint format clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-14s %s\n", $$1, $$2}'
@@ -58,6 +58,9 @@ fet-report: $(STAMP)  ## stage-3 clusters vs fine types, before/after FET (resul
 
 study: $(STAMP)  ## the low-resource study (conf/study.yaml): results/study.csv, README table, docs/low_resource.png
 	$(BIN)/cofee-study $(ARGS)
+
+study-report: $(STAMP)  ## the study's table and plot from the rows in results/study.csv so far (no training)
+	$(BIN)/cofee-study report_only=true $(ARGS)
 
 sweep: $(STAMP)  ## a W&B sweep YAML run offline: make sweep SWEEP=conf/sweep/finetune.yaml COUNT=8 (sweeps/<name>/results.csv)
 	$(BIN)/cofee-sweep $(SWEEP) $(if $(COUNT),--count $(COUNT)) $(SWEEP_ARGS)

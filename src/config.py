@@ -227,6 +227,7 @@ class StudyConfig(GoldRunConfig):
     results: str = "results/study.csv"
     plot: str = "docs/low_resource.png"
     readme: str | None = "README.md"
+    report_only: bool = False  # rewrite the table and plot from `results` without training
 
 
 def validate_study(cfg: DictConfig) -> StudyConfig:

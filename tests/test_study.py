@@ -101,3 +101,29 @@ def test_default_study_variants_compose_into_valid_pretrain_configs():
 def compose_pretrain(overrides):
     with initialize_config_module(config_module="cofee.conf", version_base="1.3"):
         return compose(config_name="pretrain", overrides=overrides)
+
+
+def test_report_only_rewrites_table_and_plot_from_the_rows_so_far(tmp_path):
+    import subprocess
+    import sys
+
+    from cofee.study import StudyRow, write_rows
+
+    rows = [
+        StudyRow(v, "fraction", 0.1, s, 19, 0.3, f1, 0.2, 0.4, 0.5, 0.3, 0.5, 100, 60.0, "abc")
+        for v, f1 in (("baseline", 0.30), ("esi", 0.35))
+        for s in (1, 2)
+    ]
+    write_rows(tmp_path / "study.csv", rows)
+    readme = tmp_path / "README.md"
+    readme.write_text("<!-- study:begin -->\n<!-- study:end -->\n", encoding="utf-8")
+    args = [f"results={tmp_path}/study.csv", f"readme={readme}", f"plot={tmp_path}/p.png", "report_only=true"]
+    cli = [sys.executable, "-m", "cofee.cli.study", f"hydra.run.dir={tmp_path}/h"]
+    done = subprocess.run([*cli, *args], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "| esi | +0.050 ± 0.000 (2/2 seeds up) |" in readme.read_text()
+    assert (tmp_path / "p.png").is_file()
+    empty = subprocess.run(
+        [*cli, *args, f"results={tmp_path}/none.csv"], capture_output=True, text=True, timeout=120
+    )
+    assert empty.returncode != 0 and "none.csv holds no rows" in empty.stderr

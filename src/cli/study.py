@@ -9,6 +9,7 @@ import hydra
 from omegaconf import DictConfig
 
 from cofee.config import validate_study
+from cofee.errors import ConfigError
 
 from .common import user_errors
 
@@ -19,9 +20,14 @@ log = logging.getLogger("cofee-study")
 def main(cfg: DictConfig) -> None:
     with user_errors("cofee-study"):
         study = validate_study(cfg)
-        from cofee.study import markdown_table, paired_table, run_study, update_readme, write_plot
+        from cofee.study import markdown_table, paired_table, read_rows, run_study, update_readme, write_plot
 
-        rows = run_study(study, trainer_kwargs={"accelerator": study.trainer.accelerator, "devices": 1})
+        if study.report_only:  # the table and plot from the rows so far (e.g. of a study still running)
+            rows = [r for r in read_rows(Path(study.results)) if r.variant in study.variants]
+            if not rows:
+                raise ConfigError("results", f"{study.results} holds no rows of these variants yet")
+        else:
+            rows = run_study(study, trainer_kwargs={"accelerator": study.trainer.accelerator, "devices": 1})
         table = markdown_table(rows)
         if "baseline" in study.variants:
             table += "\n\nPaired with the baseline (same seed, same subset):\n\n" + paired_table(rows)
@@ -30,7 +36,7 @@ def main(cfg: DictConfig) -> None:
         settings = (
             f"Settings: seeds {study.seeds}, fine-tuning {ft.max_steps} steps, batch {ft.batch_size}, "
             f"lr {ft.optim.lr:g} (head {ft.optim.head_lr:g}), warm-up {ft.optim.warmup_ratio:g}, dev-selected every "
-            f"{ft.val_every_steps} steps; test F1 (seqeval strict) mean ± std over seeds. Rows: `{study.results}`."
+            f"{ft.val_every_steps} steps; test F1 (seqeval strict) mean ± std over the seeds run so far (n per cell). Rows: `{study.results}`."
         )
         if study.readme and update_readme(Path(study.readme), table, settings):
             log.info("README table updated")
