@@ -5,6 +5,7 @@ from __future__ import annotations
 import bz2
 import json
 import logging
+import multiprocessing
 import random
 import subprocess
 import sys
@@ -23,6 +24,10 @@ FIXTURE = Path(__file__).parent / "fixtures" / "wiki" / "mini.xml"
 def build(out, config=None, **kwargs):
     kwargs.setdefault("progress", False)
     return build_anchor_corpus(FIXTURE, out, config or AnchorBuildConfig(), **kwargs)
+
+
+def shard_bytes(folder):
+    return {p.name: p.read_bytes() for p in sorted(folder.glob("shard-*.jsonl"))}
 
 
 def spans_of(records):
@@ -176,6 +181,37 @@ def test_multiprocessing_output_is_identical(tmp_path, monkeypatch, chunk_bytes)
         assert (tmp_path / "one" / shard["file"]).read_bytes() == (
             tmp_path / "two" / shard["file"]
         ).read_bytes()
+
+
+@pytest.mark.parametrize("method", ["fork", "forkserver", "spawn"])
+def test_every_start_method_gives_the_same_output(tmp_path, monkeypatch, method):
+    if method not in multiprocessing.get_all_start_methods():
+        pytest.skip(f"no {method} start method here")
+    config = AnchorBuildConfig(shard_size=4, min_anchors_per_sentence=0, min_sentence_chars=1)
+    one = build(tmp_path / "one", config, num_workers=1)
+    monkeypatch.setattr(ba, "_CHUNK_BYTES", 1)  # one chunk a page
+    monkeypatch.setattr(ba, "_START_METHOD", method)
+    two = build(tmp_path / "two", config, num_workers=2)
+    assert one["counts"] == two["counts"] and one["shards"] == two["shards"]
+    assert shard_bytes(tmp_path / "one") == shard_bytes(tmp_path / "two")
+
+
+def test_default_start_method():
+    assert ba._START_METHOD is None
+    assert ba._start_method() == ("fork" if sys.platform.startswith("linux") else "spawn")
+
+
+def test_workers_start_in_a_process_running_torch_threads(tmp_path, monkeypatch):
+    """The pre-training process builds the corpus with torch loaded and its OpenMP pool running."""
+    torch = pytest.importorskip("torch")
+    torch.ones(256, 256) @ torch.ones(256, 256)  # starts the intra-op thread pool
+    if Path("/proc/self/task").is_dir() and torch.get_num_threads() > 1:
+        assert len(list(Path("/proc/self/task").iterdir())) > 1
+    monkeypatch.setattr(ba, "_CHUNK_BYTES", 1)
+    one = build(tmp_path / "one", num_workers=1)
+    two = build(tmp_path / "two", num_workers=2)
+    assert one["shards"] == two["shards"] and one["counts"] == two["counts"]
+    assert shard_bytes(tmp_path / "one") == shard_bytes(tmp_path / "two")
 
 
 def test_rebuild_is_skipped_when_up_to_date(tmp_path, caplog, monkeypatch):

@@ -16,9 +16,10 @@ How it runs (memory stays flat whatever the dump size):
   (``DumpReader.chunks``, ~256 KB of XML each; the header is parsed once there, for the namespaces).
   Parsing the chunk's XML, splitting off redirects and cleaning the articles all happen in
   ``_process_chunk_with``, which returns the sentence lines, counts and the chunk's redirects.
-* With ``num_workers > 1`` that runs in a ``spawn``-context process pool (``apply_async`` into a
-  bounded queue of in-flight chunks, at most ``2 x num_workers``; results are taken back in
-  submission order, so the output is the same for every ``num_workers``). The main process keeps
+* With ``num_workers > 1`` that runs in a process pool (``fork`` on Linux, else ``spawn``: see
+  ``_start_method``), ``apply_async`` into a bounded queue of in-flight chunks, at most
+  ``2 x num_workers``; results are taken back in submission order, so the output is the same for
+  every ``num_workers`` and start method. The main process keeps
   only the serial work: decompressing, cutting, writing lines, the redirect map. With
   ``num_workers=1`` the same function runs in the main process, with no pool. A plain ``imap`` is
   not used because its feeder thread pulls the whole input without bound and turns a dump error into
@@ -39,6 +40,7 @@ page's own title. ``min_anchors_per_sentence`` counts spans of every kind.
 from __future__ import annotations
 
 import collections
+import gc
 import importlib.util
 import json
 import logging
@@ -219,6 +221,40 @@ def _process_chunk_with(
 
 
 _WORKER_STATE: tuple[PageParser, WikitextCleaner, AnchorBuildConfig] | None = None
+_START_METHOD: str | None = None  # None: _start_method() picks (tests force each method)
+
+
+def _start_method() -> str:
+    """``fork`` on Linux, else ``spawn``.
+
+    ``fork`` is the cheapest: a worker starts in milliseconds and imports nothing, whereas a ``spawn``
+    (or ``forkserver``) worker starts an interpreter and re-runs the caller's main script, which for
+    ``cofee-build-anchors`` imports cofee.config, so torch: seconds per worker. A ``forkserver`` that
+    preloads the main script pays that once but then forks workers from a process holding torch's
+    threads, so it is no safer. Forking a process with other threads (torch's OpenMP pool, the
+    pre-training process) is safe here because the workers run only this module's stdlib code
+    (ElementTree/expat, re, json, pickle) and never touch torch, OpenMP or CUDA, the state a fork
+    leaves broken; glibc malloc and CPython's own locks are reset in the child (PyTorch's DataLoader
+    forks such processes by default too). macOS (system libraries are not fork-safe) and Windows spawn.
+    """
+    if _START_METHOD is not None:
+        return _START_METHOD
+    return "fork" if sys.platform.startswith("linux") else "spawn"
+
+
+def _start_pool(num_workers: int, parser: PageParser, config: AnchorBuildConfig):
+    method = _start_method()
+    # A forked worker's collections skip the caller's frozen objects, so they are not copied on write.
+    freeze = method == "fork" and gc.get_freeze_count() == 0
+    if freeze:
+        gc.freeze()
+    try:
+        return multiprocessing.get_context(method).Pool(
+            num_workers, initializer=_init_worker, initargs=(parser, asdict(config))
+        )
+    finally:
+        if freeze:
+            gc.unfreeze()
 
 
 def _init_worker(parser: PageParser, config_dict: dict[str, Any]) -> None:
@@ -308,9 +344,7 @@ def _build_into(folder: Path, dump_path: Path, config: AnchorBuildConfig, num_wo
             take(_process_chunk_with(chunk, *state))
         else:
             if pool is None:
-                pool = multiprocessing.get_context("spawn").Pool(
-                    num_workers, initializer=_init_worker, initargs=(state[0], asdict(config))
-                )
+                pool = _start_pool(num_workers, state[0], config)
             pending.append(pool.apply_async(_process_chunk, (chunk,)))
             while len(pending) >= 2 * num_workers:
                 take(pending.popleft().get())
