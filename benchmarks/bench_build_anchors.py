@@ -10,12 +10,12 @@ Figures (MB = 10^6 bytes of decompressed XML of the dump, so all rates share one
   clean, split, write JSONL, resolve redirects); baseline: decompress + parse + WikiExtractor
   ``clean_text`` of the same dump in one process. Target ratio >= 1.0.
 * ``build_speedup_2proc``: ``build_anchor_corpus`` with 2 worker processes over 1 process, on the
-  6 MB sample. Its fixed costs (starting the pool, the serial redirect pass) are not amortised on
-  so small a dump, so the target here is only >= 1.0 (no slower).
+  6 MB sample. Target >= 1.7 (the issue's), though its fixed costs (starting the pool, the serial
+  redirect pass) are not amortised on so small a dump.
 * ``build_speedup_2proc_50mb``: the same on a larger dump made from the sample: its pages repeated
   ``large_copies`` times (8: ~49 MB of XML) with distinct page ids and titles, written once to
   ``benchmarks/work/build_anchors/`` (bz2, keyed by the sample's hash and the number of copies).
-  Real dumps are GBs, so this is the throughput figure: target >= 1.7 (the issue's target). The
+  Real dumps are GBs, so this is the throughput figure that matters: target >= 1.7 too. The
   main process still decompresses the dump, and a 2-core machine runs 3 processes.
 
 Both speed-up notes carry the 2-process ceiling on pure CPU work measured in the same run
@@ -205,8 +205,7 @@ def run(repeats: int = 3, large_copies: int = 8, large_repeats: int = 2) -> dict
     method = build_anchors._start_method()
     both = (
         f"start method {method}; {os.cpu_count()} CPU cores, measured 2-process ceiling on pure CPU "
-        f"work in this run: {ceiling:.2f}x. The issue target 1.7 is on build_speedup_2proc_50mb "
-        f"(start-up amortised); build_speedup_2proc (6 MB sample, start-up not amortised) targets 1.0"
+        f"work in this run: {ceiling:.2f}x"
     )
     figures = [
         figure(
@@ -230,8 +229,8 @@ def run(repeats: int = 3, large_copies: int = 8, large_repeats: int = 2) -> dict
             t_build_1 / t_build_2,
             "x",
             1.0,
-            1.0,
-            note=f"2 worker processes vs 1 process on the {megabytes:.1f} MB gensim sample; {both}",
+            1.7,
+            note=f"2 worker processes vs 1 process on the {megabytes:.1f} MB gensim sample (pool start-up not amortised); {both}",
         ),
         figure(
             "build_speedup_2proc_50mb",
