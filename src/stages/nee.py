@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 @dataclass
 class NoiseConfig:
     strategy: str = "partial"
-    unknown: str = "marginal"  # partial / self_training: ignore | marginal
+    unknown: str = "ignore"  # partial / self_training: ignore | marginal
     esi_spans: bool = True  # spans the parent's ESI head predicts and no gazetteer types are unknown too
     relabel_rate: float = 0.1  # self_training: share of training windows the teacher relabels per round
     relabel_threshold: float = 0.9  # self_training: a word is relabelled when the teacher is this sure
