@@ -14,7 +14,7 @@ export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 export WANDB_MODE ?= offline
 
-.PHONY: help install test test-slow pretrain-all build-anchors build-gazetteer denoising fet-report bench study study-report sweep lint format clean
+.PHONY: help install test test-slow pretrain-all build-anchors build-gazetteer denoising denoising-ablation fet-report bench study study-report sweep lint format clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-14s %s\n", $$1, $$2}'
@@ -52,6 +52,14 @@ bench: $(STAMP)  ## run the benchmarks; figures go to benchmarks/results/*.json 
 
 denoising: $(STAMP)  ## NEE per noise strategy vs. the gazetteer, on gold NER (conf/denoising.yaml; README table)
 	$(BIN)/cofee-denoising $(ARGS)
+
+# NEE loss settings against the defaults (noise.unknown=ignore, type_balance=0.5; `make denoising` first):
+# each run is skipped when done, then scored; the README table between the nee-ablation markers.
+ABLATION = $(BIN)/cofee-denoising denoising.readme=null
+denoising-ablation: $(STAMP)  ## NEE loss settings compared (unknown=marginal/ignore, type balance): README table
+	$(ABLATION) run_name=denoising-marginal 'denoising.strategies=[none,partial]' stages.nee.noise.unknown=marginal stages.nee.type_balance=0.0 denoising.results=results/nee_ablation_marginal.json
+	$(ABLATION) run_name=denoising-ignore 'denoising.strategies=[partial]' stages.nee.type_balance=0.0 denoising.results=results/nee_ablation_ignore.json
+	$(BIN)/python -m cofee.denoising README.md "unknown=marginal, no type balance=results/nee_ablation_marginal.json" "unknown=ignore, no type balance=results/nee_ablation_ignore.json" "unknown=ignore, type_balance=0.5 (default)=results/nee_denoising.json"
 
 fet-report: $(STAMP)  ## stage-3 clusters vs fine types, before/after FET (results/fet_quality.json; README block)
 	$(BIN)/python -m cofee.stages.fet_eval $(ARGS)

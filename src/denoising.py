@@ -111,3 +111,47 @@ def markdown_table(rows: list[dict], types: list[str], split: str, sentences: in
         "type mapping of conf/mappings/wnut16_coarse.yaml); strict span match, micro over types."
     )
     return "\n".join(lines)
+
+
+def ablation_table(runs: list[tuple[str, dict]]) -> str:
+    """One line per (settings, NEE strategy) over several `run_denoising` result files, the gazetteer
+    once: which loss settings let NEE beat the gazetteer that labelled its data."""
+    lines = ["| NEE loss settings | strategy | P | R | F1 (95% CI) | PER F1 | LOC F1 | ORG F1 | MISC F1 |"]
+    lines.append("|" + "---|" * 9)
+    seen_gazetteer = False
+    for label, result in runs:
+        for row in result["rows"]:
+            if row["strategy"] is None:
+                if seen_gazetteer:
+                    continue
+                seen_gazetteer, name, strategy = True, "gazetteer matching (the labels' source)", "-"
+            else:
+                name, strategy = label, f"{row['strategy']} (seed {row['seed']})"
+            m, per = row["micro"], row["per_type"]
+            low, high = m["f1_ci95"]
+            lines.append(
+                f"| {name} | {strategy} | {m['precision']:.3f} | {m['recall']:.3f} | "
+                f"{m['f1']:.3f} ({low:.3f}-{high:.3f}) | "
+                + " | ".join(f"{per.get(t, {}).get('f1', 0.0):.3f}" for t in ("PER", "LOC", "ORG", "MISC"))
+                + " |"
+            )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python -m cofee.denoising README.md "label=results.json" ...`: the ablation table into the
+    README block between the `nee-ablation` markers (make denoising-ablation)."""
+    import json
+    import sys
+
+    args = sys.argv[1:] if argv is None else argv
+    readme, pairs = args[0], [a.rsplit("=", 1) for a in args[1:]]  # labels may hold "="
+    runs = [(label, json.loads(Path(path).read_text(encoding="utf-8"))) for label, path in pairs]
+    table = ablation_table(runs)
+    if not replace_marked_block(readme, "nee-ablation", table):
+        raise SystemExit(f"{readme}: no <!-- nee-ablation:begin/end --> markers")
+    print(table)
+
+
+if __name__ == "__main__":
+    main()
