@@ -82,9 +82,17 @@ def run_denoising(root: RootConfig, gold: GoldDataConfig, den: DenoisingConfig) 
     return rows
 
 
+def interval(members: list[dict]) -> str:
+    """The bootstrap 95% interval of a single run's F1 (over seeds, the std says the spread)."""
+    if len(members) != 1:
+        return ""
+    low, high = members[0]["micro"]["f1_ci95"]
+    return f" ({low:.3f}-{high:.3f})"
+
+
 def markdown_table(rows: list[dict], types: list[str], split: str, sentences: int) -> str:
     """One line for the gazetteer, one per NEE strategy (F1 mean ± std over seeds)."""
-    head = "| System | Seeds | P | R | F1 | " + " | ".join(f"{t} F1" for t in types) + " |"
+    head = "| System | Seeds | P | R | F1 (95% CI) | " + " | ".join(f"{t} F1" for t in types) + " |"
     lines = [head, "|" + "---|" * (5 + len(types))]
     groups: dict[tuple, list[dict]] = {}
     for row in rows:
@@ -101,14 +109,15 @@ def markdown_table(rows: list[dict], types: list[str], split: str, sentences: in
         seeds = ", ".join(str(m["seed"]) for m in members) if strategy else "-"
         lines.append(
             f"| {name} | {seeds} | {cell(lambda m: m['micro']['precision'])} | "
-            f"{cell(lambda m: m['micro']['recall'])} | {cell(lambda m: m['micro']['f1'])} | "
+            f"{cell(lambda m: m['micro']['recall'])} | {cell(lambda m: m['micro']['f1'])}{interval(members)} | "
             + " | ".join(per_type)
             + " |"
         )
     gold = rows[0]["gold_spans"]
     lines.append(
         f"\nScored on the gold {split} split ({sentences} sentences, {gold} typed gold spans after the "
-        "type mapping of conf/mappings/wnut16_coarse.yaml); strict span match, micro over types."
+        "type mapping of conf/mappings/wnut16_coarse.yaml); strict span match, micro over types; the interval "
+        "is a bootstrap over sentences."
     )
     return "\n".join(lines)
 

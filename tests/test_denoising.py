@@ -34,3 +34,28 @@ def test_ablation_table_lists_the_gazetteer_once_then_each_setting(tmp_path):
         "| B | partial (seed 13) | 0.500 | 0.250 | 0.300 (0.280-0.320) | 0.100 | 0.400 | 0.000 | 0.000 |"
         in text
     )
+
+
+def test_denoising_table_shows_an_interval_for_one_seed_and_a_spread_for_several():
+    from cofee.denoising import markdown_table
+
+    def row(strategy, seed, f1):
+        micro = {"precision": 0.4, "recall": 0.3, "f1": f1, "f1_ci95": [f1 - 0.03, f1 + 0.03]}
+        return {
+            "system": "NEE" if strategy else "gazetteer matching",
+            "strategy": strategy,
+            "seed": seed,
+            "micro": micro,
+            "per_type": {"PER": {"f1": 0.5}},
+            "gold_spans": 975,
+        }
+
+    rows = [row(None, None, 0.2), row("partial", 13, 0.3), row("partial", 14, 0.4), row("none", 13, 0.1)]
+    table = markdown_table(rows, ["PER", "LOC"], "train", 1915)
+    assert "| gazetteer matching | - | 0.400 | 0.300 | 0.200 (0.170-0.230) | 0.500 | 0.000 |" in table
+    assert (
+        "| NEE, noise=partial | 13, 14 | 0.400 ± 0.000 | 0.300 ± 0.000 | 0.350 ± 0.071 | 0.500 ± 0.000 |"
+        in table
+    )
+    assert "| NEE, noise=none | 13 | 0.400 | 0.300 | 0.100 (0.070-0.130) |" in table
+    assert "975 typed gold spans" in table
