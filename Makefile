@@ -14,7 +14,7 @@ export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 export WANDB_MODE ?= offline
 
-.PHONY: help install test test-slow pretrain-all build-anchors build-gazetteer denoising denoising-ablation fet-report bench study study-report sweep lint format clean
+.PHONY: help install test test-slow pretrain-all build-anchors build-gazetteer denoising denoising-ablation esi-repeats fet-report bench study study-report sweep lint format clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-14s %s\n", $$1, $$2}'
@@ -60,6 +60,13 @@ denoising-ablation: $(STAMP)  ## NEE loss settings compared (unknown=marginal/ig
 	$(ABLATION) run_name=denoising-marginal 'denoising.strategies=[none,partial]' stages.nee.noise.unknown=marginal stages.nee.type_balance=0.0 denoising.results=results/nee_ablation_marginal.json
 	$(ABLATION) run_name=denoising-ignore 'denoising.strategies=[partial]' stages.nee.type_balance=0.0 denoising.results=results/nee_ablation_ignore.json
 	$(BIN)/python -m cofee.denoising README.md "unknown=marginal, no type balance=results/nee_ablation_marginal.json" "unknown=ignore, no type balance=results/nee_ablation_ignore.json" "unknown=ignore, type_balance=0.5 (default)=results/nee_denoising.json"
+
+# ESI on the corpus with unlinked repeats marked, then both ESI exports scored on both dev sets (README).
+REPEATS = data.anchors.build.mark_repeats=true data.anchors.corpus_dir=data/anchors-repeats
+esi-repeats: $(STAMP)  ## what marking unlinked repeats does to ESI (needs the default ESI run of make denoising)
+	$(BIN)/cofee-build-anchors $(REPEATS)
+	$(BIN)/cofee-pretrain run_name=esi-repeats 'curriculum.stages=[esi]' $(REPEATS)
+	$(BIN)/python -m cofee.stages.esi_eval README.md "anchors only=outputs/denoising/esi/encoder" "with repeats=outputs/esi-repeats/esi/encoder" -- "anchors only=data/anchors" "with repeats=data/anchors-repeats"
 
 fet-report: $(STAMP)  ## stage-3 clusters vs fine types, before/after FET (results/fet_quality.json; README block)
 	$(BIN)/python -m cofee.stages.fet_eval $(ARGS)

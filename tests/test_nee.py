@@ -1,3 +1,4 @@
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -153,3 +154,23 @@ def test_self_training_relabels_confident_words_and_restores_them(tiny_encoder):
 
     unsure = SelfTrainingCallback(rate=0.5, threshold=1.1, seed=1)
     assert unsure._relabel(module, [_window(["O"])], [0], pad_id=0) == 0
+
+
+def test_esi_cross_evaluation_scores_an_export_on_a_corpus_dev_split(curriculum, tmp_path):
+    """`python -m cofee.stages.esi_eval`: the figure it writes for an export on its own corpus is
+    the dev span F1 the ESI run logged (same pages, same encoding, same metric)."""
+    from cofee.stages.esi_eval import cross_table
+
+    cfg, results = curriculum
+    export = Path(cfg.paths.output_dir) / "esi" / "encoder"
+    anchors = cfg.data.anchors
+    table = cross_table(
+        [("tiny", str(export))],
+        [("plain", anchors.corpus_dir)],
+        dev_fraction=anchors.dev_fraction,
+        max_length=anchors.max_length,
+    )
+    row = [line for line in table.splitlines() if line.startswith("| tiny | plain |")]
+    assert len(row) == 1
+    f1 = float(row[0].split("|")[6].split()[0])
+    assert f1 == pytest.approx(results["esi"]["metrics"]["esi/val/f1"], abs=5e-4)
