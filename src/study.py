@@ -60,8 +60,12 @@ def variant_run_name(study: StudyConfig, name: str, overrides: list[str]) -> str
     """The run folder of a variant's curriculum: its own `run_name=` override when it gives one (variants
     naming the same run share the stages they have in common with the same settings), else
     `<study run_name>-<variant>`."""
-    given = [o.split("=", 1)[1] for o in overrides if o.split("=", 1)[0].lstrip("+") == "run_name"]
+    given = [o.split("=", 1)[1] for o in overrides if _is_run_name(o)]
     return given[-1] if given else f"{study.run_name}-{name}"
+
+
+def _is_run_name(override: str) -> bool:
+    return override.split("=", 1)[0].lstrip("+") == "run_name"
 
 
 def pretrain_variant(study: StudyConfig, name: str, overrides: list[str] | None) -> Path | None:
@@ -75,7 +79,7 @@ def pretrain_variant(study: StudyConfig, name: str, overrides: list[str] | None)
     from .pretrain import run_curriculum
 
     run_name = variant_run_name(study, name, overrides)
-    rest = [o for o in overrides if o.split("=", 1)[0].lstrip("+") != "run_name"]
+    rest = [o for o in overrides if not _is_run_name(o)]
     args = [f"paths.root={study.paths.root}", f"run_name={run_name}", *rest]
     if GlobalHydra.instance().is_initialized():
         cfg = compose(config_name="pretrain", overrides=args)

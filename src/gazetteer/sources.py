@@ -309,24 +309,10 @@ class WikipediaTyper:
                 yield source, target
 
     def read_dump(self, dump_path: str | Path, progress: bool = False) -> None:
-        from ..wiki.dump import DumpReader
+        from ..wiki.dump import DumpReader, dump_progress_bar
 
         reader = DumpReader(dump_path)
-        bar = None
-        if progress:
-            import sys
-
-            from tqdm import tqdm
-
-            bar = tqdm(
-                total=Path(dump_path).stat().st_size,
-                unit="B",
-                unit_scale=True,
-                unit_divisor=1 << 20,
-                desc="gazetteer: wikipedia",
-                file=sys.stderr,
-                dynamic_ncols=True,
-            )
+        bar = dump_progress_bar(dump_path, "gazetteer: wikipedia") if progress else None
         last = 0
         try:
             for page in reader:

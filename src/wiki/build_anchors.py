@@ -57,7 +57,7 @@ from typing import Any
 from ..built_data import ShardWriter, iter_shard_records, read_manifest, up_to_date
 from ..errors import CofeeError, ConfigError, InputFileError
 from ..io_utils import atomic_directory, atomic_write_json, sha256_file, stable_hash
-from .dump import CHUNK_BYTES, Chunk, DumpReader, PageParser
+from .dump import CHUNK_BYTES, Chunk, DumpReader, PageParser, dump_progress_bar
 from .sentences import split_sentences
 from .wikitext import WikitextCleaner, normalize_title
 
@@ -316,17 +316,7 @@ def _build_into(folder: Path, dump_path: Path, config: AnchorBuildConfig, num_wo
     state = None
     bar = None
     if progress:
-        from tqdm import tqdm
-
-        bar = tqdm(
-            total=dump_path.stat().st_size,
-            unit="B",
-            unit_scale=True,
-            unit_divisor=1 << 20,
-            desc="build-anchors",
-            file=sys.stderr,
-            dynamic_ncols=True,
-        )
+        bar = dump_progress_bar(dump_path, "build-anchors")
     last_position = 0
 
     def take(result) -> None:

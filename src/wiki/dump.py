@@ -30,7 +30,7 @@ from typing import BinaryIO, NamedTuple
 
 from ..errors import InputFileError
 
-__all__ = ["Page", "Chunk", "DumpReader", "PageParser", "iter_pages", "CHUNK_BYTES"]
+__all__ = ["Page", "Chunk", "DumpReader", "PageParser", "dump_progress_bar", "iter_pages", "CHUNK_BYTES"]
 
 CHUNK_BYTES = 1 << 18  # decompressed XML per chunk: per-chunk costs stay ~1%, workers stay balanced
 _READ_BYTES = 1 << 18
@@ -244,6 +244,23 @@ class DumpReader:
         else:
             stream = raw
         return raw, stream
+
+
+def dump_progress_bar(path: str | Path, desc: str):
+    """A tqdm bar over the bytes of the dump file on disk (fed from ``DumpReader.position()``)."""
+    import sys
+
+    from tqdm import tqdm
+
+    return tqdm(
+        total=Path(path).stat().st_size,
+        unit="B",
+        unit_scale=True,
+        unit_divisor=1 << 20,
+        desc=desc,
+        file=sys.stderr,
+        dynamic_ncols=True,
+    )
 
 
 def iter_pages(path: str | Path) -> Iterator[Page]:
