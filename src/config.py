@@ -224,6 +224,9 @@ class StudyConfig(GoldRunConfig):
     fractions: list[float] = field(default_factory=lambda: [0.05, 0.25, 1.0])
     kshots: list[int] = field(default_factory=list)
     variants: dict[str, list[str] | None] = field(default_factory=dict)
+    # train only these variants (all when empty); Hydra cannot delete a null-valued key such as baseline
+    only: list[str] = field(default_factory=list)
+    merge: list[str] = field(default_factory=list)  # results files of parallel studies, merged into `results`
     results: str = "results/study.csv"
     plot: str = "docs/low_resource.png"
     readme: str | None = "README.md"
@@ -237,6 +240,11 @@ def validate_study(cfg: DictConfig) -> StudyConfig:
             raise ConfigError("fractions", f"each fraction must lie in (0, 1], got {f}")
     if not root.variants:
         raise ConfigError("variants", "name at least one variant")
+    unknown = [name for name in root.only if name not in root.variants]
+    if unknown:
+        raise ConfigError(
+            "only", f"no variant named {', '.join(unknown)}; variants: {', '.join(root.variants)}"
+        )
     return root
 
 

@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 from .config import StudyConfig, to_plain
+from .errors import ConfigError
 from .io_utils import atomic_write_text, replace_marked_block, stable_hash
 
 log = logging.getLogger(__name__)
@@ -37,6 +38,48 @@ class StudyRow:
     best_step: int
     seconds: float
     settings: str  # hash of everything the row depends on
+
+
+def variant_settings(study: StudyConfig, variant: str) -> str:
+    """The hash a row of this variant carries: everything its F1 depends on, except the seed and budget."""
+    return stable_hash(
+        {
+            "finetune": to_plain(study.finetune),
+            "data": to_plain(study.data),
+            "model": to_plain(study.model),
+            "variant": study.variants[variant],
+        }
+    )
+
+
+def current_rows(study: StudyConfig, rows: list[StudyRow]) -> list[StudyRow]:
+    """The rows of the study's variants at its current settings (a results file may also hold rows of
+    earlier settings, which must not be averaged in)."""
+    settings = {v: variant_settings(study, v) for v in study.variants}
+    return [r for r in rows if settings.get(r.variant) == r.settings]
+
+
+def merge_results(path: Path, others: list[Path]) -> int:
+    """Add to `path` the rows of `others` (e.g. of studies run in parallel with `only=` and their own
+    `results=`) that it lacks; returns how many were added."""
+    rows = read_rows(path)
+    keys = {_key(r) for r in rows}
+    added = 0
+    for other in others:
+        if not other.is_file():
+            raise ConfigError("merge", f"{other}: no such results file")
+        for row in read_rows(other):
+            if _key(row) not in keys:
+                rows.append(row)
+                keys.add(_key(row))
+                added += 1
+    if added:
+        write_rows(path, rows)
+    return added
+
+
+def _key(row: StudyRow) -> tuple:
+    return (row.variant, row.protocol, row.budget, row.seed, row.settings)
 
 
 def read_rows(path: Path) -> list[StudyRow]:
@@ -100,23 +143,17 @@ def run_study(study: StudyConfig, trainer_kwargs: dict | None = None) -> list[St
     splits = splits_from_config(study.data, study.finetune.scheme)  # also writes train.txt (in-domain text)
     results = Path(study.results)
     rows = read_rows(results)
-    done = {(r.variant, r.protocol, r.budget, r.seed, r.settings) for r in rows}
+    done = {_key(r) for r in rows}
     budgets = [("fraction", float(f)) for f in study.fractions] + [("kshot", float(k)) for k in study.kshots]
+    variants = {k: v for k, v in study.variants.items() if not study.only or k in study.only}
     encoders, settings = {}, {}
-    for variant, overrides in study.variants.items():
+    for variant, overrides in variants.items():
         log.info("study: pre-training variant %s", variant)
         encoders[variant] = pretrain_variant(study, variant, overrides)
-        settings[variant] = stable_hash(
-            {
-                "finetune": to_plain(study.finetune),
-                "data": to_plain(study.data),
-                "model": to_plain(study.model),
-                "variant": overrides,
-            }
-        )
+        settings[variant] = variant_settings(study, variant)
     for seed in study.seeds:
         for protocol, budget in budgets:
-            for variant in study.variants:
+            for variant in variants:
                 if (variant, protocol, budget, seed, settings[variant]) in done:
                     continue
                 kwargs = {"fraction": budget} if protocol == "fraction" else {"kshot": int(budget)}

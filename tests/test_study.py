@@ -1,9 +1,11 @@
 import csv
 
+import pytest
 from hydra import compose, initialize_config_module
 from PIL import Image
 
 from cofee.config import validate_study
+from cofee.errors import ConfigError
 from cofee.study import (
     markdown_table,
     paired_table,
@@ -53,6 +55,10 @@ def test_study_runs_variants_resumes_and_reports(tmp_path, small_dump):
 
     # a rerun finds every row done and trains nothing
     assert read_rows(tmp_path / "study.csv") == run_study(study)
+    # only= trains a subset of the variants (Hydra's ~ cannot delete the null-valued baseline)
+    study.only, study.seeds = ["baseline"], [3]
+    added = run_study(study)[len(rows) :]
+    assert [(r.variant, r.seed) for r in added] == [("baseline", 3), ("baseline", 3)]
 
     table = markdown_table(rows)
     paired = paired_table(rows)
@@ -66,6 +72,13 @@ def test_study_runs_variants_resumes_and_reports(tmp_path, small_dump):
     assert text.startswith("# Title\n") and text.endswith("footer\n") and "old" not in text and table in text
     write_plot(rows, tmp_path / "plot.png")
     assert Image.open(tmp_path / "plot.png").size[0] > 300
+
+
+def test_only_naming_an_unknown_variant_is_a_config_error():
+    with initialize_config_module(config_module="cofee.conf", version_base="1.3"):
+        cfg = compose(config_name="study", overrides=["only=[baseline,esi_typo]"])
+    with pytest.raises(ConfigError, match="only.*esi_typo"):
+        validate_study(cfg)
 
 
 def test_variant_run_name_shares_a_run_folder_when_given():
@@ -103,27 +116,45 @@ def compose_pretrain(overrides):
         return compose(config_name="pretrain", overrides=overrides)
 
 
-def test_report_only_rewrites_table_and_plot_from_the_rows_so_far(tmp_path):
+def test_report_only_merges_parallel_results_and_skips_rows_of_other_settings(tmp_path):
     import subprocess
     import sys
 
-    from cofee.study import StudyRow, write_rows
+    from cofee.study import StudyRow, variant_settings, write_rows
 
-    rows = [
-        StudyRow(v, "fraction", 0.1, s, 19, 0.3, f1, 0.2, 0.4, 0.5, 0.3, 0.5, 100, 60.0, "abc")
-        for v, f1 in (("baseline", 0.30), ("esi", 0.35))
-        for s in (1, 2)
-    ]
-    write_rows(tmp_path / "study.csv", rows)
+    with initialize_config_module(config_module="cofee.conf", version_base="1.3"):
+        study = validate_study(compose(config_name="study"))
+
+    def row(variant, seed, f1, settings=None):
+        settings = settings or variant_settings(study, variant)
+        return StudyRow(
+            variant, "fraction", 0.1, seed, 19, 0.3, f1, 0.2, 0.4, 0.5, 0.3, 0.5, 100, 60.0, settings
+        )
+
+    # two parallel studies (only=[baseline] and only=[esi]), plus a row of earlier fine-tuning settings
+    write_rows(
+        tmp_path / "study.csv",
+        [row("baseline", 1, 0.30), row("baseline", 2, 0.30), row("baseline", 3, 0.9, "old")],
+    )
+    write_rows(tmp_path / "esi.csv", [row("esi", 1, 0.35), row("esi", 2, 0.35), row("baseline", 1, 0.30)])
     readme = tmp_path / "README.md"
     readme.write_text("<!-- study:begin -->\n<!-- study:end -->\n", encoding="utf-8")
     args = [f"results={tmp_path}/study.csv", f"readme={readme}", f"plot={tmp_path}/p.png", "report_only=true"]
     cli = [sys.executable, "-m", "cofee.cli.study", f"hydra.run.dir={tmp_path}/h"]
-    done = subprocess.run([*cli, *args], capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [*cli, *args, f"merge=[{tmp_path}/esi.csv]"], capture_output=True, text=True, timeout=120
+    )
     assert done.returncode == 0, done.stderr
-    assert "| esi | +0.050 ± 0.000 (2/2 seeds up) |" in readme.read_text()
+    assert len(read_rows(tmp_path / "study.csv")) == 5  # the esi rows added, the duplicate baseline row not
+    text = readme.read_text()
+    assert "| esi | +0.050 ± 0.000 (2/2 seeds up) |" in text
+    assert "| baseline | 0.300 ± 0.000 (median 0.300, n=2) |" in text and "0.9" not in text  # the old-settings row is not averaged in
     assert (tmp_path / "p.png").is_file()
     empty = subprocess.run(
         [*cli, *args, f"results={tmp_path}/none.csv"], capture_output=True, text=True, timeout=120
     )
     assert empty.returncode != 0 and "none.csv holds no rows" in empty.stderr
+    missing = subprocess.run(
+        [*cli, *args, f"merge=[{tmp_path}/missing.csv]"], capture_output=True, text=True, timeout=120
+    )
+    assert missing.returncode != 0 and "missing.csv: no such results file" in missing.stderr

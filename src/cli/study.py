@@ -20,14 +20,29 @@ log = logging.getLogger("cofee-study")
 def main(cfg: DictConfig) -> None:
     with user_errors("cofee-study"):
         study = validate_study(cfg)
-        from cofee.study import markdown_table, paired_table, read_rows, run_study, update_readme, write_plot
+        from cofee.study import (
+            current_rows,
+            markdown_table,
+            merge_results,
+            paired_table,
+            read_rows,
+            run_study,
+            update_readme,
+            write_plot,
+        )
 
+        if study.merge:
+            added = merge_results(Path(study.results), [Path(p) for p in study.merge])
+            log.info("merged %d rows into %s", added, study.results)
         if study.report_only:  # the table and plot from the rows so far (e.g. of a study still running)
-            rows = [r for r in read_rows(Path(study.results)) if r.variant in study.variants]
-            if not rows:
-                raise ConfigError("results", f"{study.results} holds no rows of these variants yet")
+            rows = read_rows(Path(study.results))
         else:
             rows = run_study(study, trainer_kwargs={"accelerator": study.trainer.accelerator, "devices": 1})
+        rows = current_rows(study, rows)
+        if not rows:
+            raise ConfigError(
+                "results", f"{study.results} holds no rows of these variants at these settings yet"
+            )
         table = markdown_table(rows)
         if "baseline" in study.variants:
             table += "\n\nPaired with the baseline (same seed, same subset):\n\n" + paired_table(rows)
