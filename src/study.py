@@ -53,10 +53,11 @@ def variant_settings(study: StudyConfig, variant: str) -> str:
 
 
 def current_rows(study: StudyConfig, rows: list[StudyRow]) -> list[StudyRow]:
-    """The rows of the study's variants at its current settings (a results file may also hold rows of
-    earlier settings, which must not be averaged in)."""
+    """The rows of the study's variants at its current settings, in the config's variant order (a results
+    file may also hold rows of earlier settings, which must not be averaged in)."""
     settings = {v: variant_settings(study, v) for v in study.variants}
-    return [r for r in rows if settings.get(r.variant) == r.settings]
+    order = {v: i for i, v in enumerate(study.variants)}  # tables and plot list variants as the config does
+    return sorted((r for r in rows if settings.get(r.variant) == r.settings), key=lambda r: order[r.variant])
 
 
 def merge_results(path: Path, others: list[Path]) -> int:

@@ -133,22 +133,24 @@ def test_report_only_merges_parallel_results_and_skips_rows_of_other_settings(tm
 
     # two parallel studies (only=[baseline] and only=[esi]), plus a row of earlier fine-tuning settings
     write_rows(
-        tmp_path / "study.csv",
-        [row("baseline", 1, 0.30), row("baseline", 2, 0.30), row("baseline", 3, 0.9, "old")],
+        tmp_path / "study.csv", [row("esi", 1, 0.35), row("esi", 2, 0.35), row("baseline", 3, 0.9, "old")]
     )
-    write_rows(tmp_path / "esi.csv", [row("esi", 1, 0.35), row("esi", 2, 0.35), row("baseline", 1, 0.30)])
+    write_rows(tmp_path / "b.csv", [row("baseline", 1, 0.30), row("baseline", 2, 0.30), row("esi", 1, 0.35)])
     readme = tmp_path / "README.md"
     readme.write_text("<!-- study:begin -->\n<!-- study:end -->\n", encoding="utf-8")
     args = [f"results={tmp_path}/study.csv", f"readme={readme}", f"plot={tmp_path}/p.png", "report_only=true"]
     cli = [sys.executable, "-m", "cofee.cli.study", f"hydra.run.dir={tmp_path}/h"]
     done = subprocess.run(
-        [*cli, *args, f"merge=[{tmp_path}/esi.csv]"], capture_output=True, text=True, timeout=120
+        [*cli, *args, f"merge=[{tmp_path}/b.csv]"], capture_output=True, text=True, timeout=120
     )
     assert done.returncode == 0, done.stderr
-    assert len(read_rows(tmp_path / "study.csv")) == 5  # the esi rows added, the duplicate baseline row not
+    assert len(read_rows(tmp_path / "study.csv")) == 5  # the baseline rows added, the duplicate esi row not
     text = readme.read_text()
     assert "| esi | +0.050 ± 0.000 (2/2 seeds up) |" in text
-    assert "| baseline | 0.300 ± 0.000 (median 0.300, n=2) |" in text and "0.9" not in text  # the old-settings row is not averaged in
+    assert text.index("| baseline |") < text.index("| esi |")  # the config's order, not the merged rows'
+    assert (
+        "| baseline | 0.300 ± 0.000 (median 0.300, n=2) |" in text and "0.9" not in text
+    )  # the old-settings row is not averaged in
     assert (tmp_path / "p.png").is_file()
     empty = subprocess.run(
         [*cli, *args, f"results={tmp_path}/none.csv"], capture_output=True, text=True, timeout=120
