@@ -53,11 +53,22 @@ def variant_settings(study: StudyConfig, variant: str) -> str:
 
 
 def current_rows(study: StudyConfig, rows: list[StudyRow]) -> list[StudyRow]:
-    """The rows of the study's variants at its current settings, in the config's variant order (a results
-    file may also hold rows of earlier settings, which must not be averaged in)."""
+    """The rows of the study's variants, seeds and budgets at its current settings, in the config's variant
+    order (a results file may also hold rows of earlier settings, which must not be averaged in, or of
+    seeds beyond those a report is asked for, e.g. `seeds=[1,2,3]` while seed 4 is half done)."""
     settings = {v: variant_settings(study, v) for v in study.variants}
+    budgets, seeds = set(study_budgets(study)), set(study.seeds)
     order = {v: i for i, v in enumerate(study.variants)}  # tables and plot list variants as the config does
-    return sorted((r for r in rows if settings.get(r.variant) == r.settings), key=lambda r: order[r.variant])
+    kept = (
+        r
+        for r in rows
+        if settings.get(r.variant) == r.settings and (r.protocol, r.budget) in budgets and r.seed in seeds
+    )
+    return sorted(kept, key=lambda r: order[r.variant])
+
+
+def study_budgets(study: StudyConfig) -> list[tuple[str, float]]:
+    return [("fraction", float(f)) for f in study.fractions] + [("kshot", float(k)) for k in study.kshots]
 
 
 def merge_results(path: Path, others: list[Path]) -> int:
@@ -145,7 +156,7 @@ def run_study(study: StudyConfig, trainer_kwargs: dict | None = None) -> list[St
     results = Path(study.results)
     rows = read_rows(results)
     done = {_key(r) for r in rows}
-    budgets = [("fraction", float(f)) for f in study.fractions] + [("kshot", float(k)) for k in study.kshots]
+    budgets = study_budgets(study)
     variants = {k: v for k, v in study.variants.items() if not study.only or k in study.only}
     encoders, settings = {}, {}
     for variant, overrides in variants.items():

@@ -132,25 +132,24 @@ def test_report_only_merges_parallel_results_and_skips_rows_of_other_settings(tm
         )
 
     # two parallel studies (only=[baseline] and only=[esi]), plus a row of earlier fine-tuning settings
-    write_rows(
-        tmp_path / "study.csv", [row("esi", 1, 0.35), row("esi", 2, 0.35), row("baseline", 3, 0.9, "old")]
-    )
-    write_rows(tmp_path / "b.csv", [row("baseline", 1, 0.30), row("baseline", 2, 0.30), row("esi", 1, 0.35)])
+    # and one of a seed the report does not cover
+    ours = [row("esi", 1, 0.35), row("esi", 2, 0.35), row("baseline", 3, 0.9, "old"), row("esi", 9, 0.9)]
+    write_rows(tmp_path / "study.csv", ours)
+    theirs = [row("baseline", 1, 0.30), row("baseline", 2, 0.30), row("esi", 1, 0.35)]
+    write_rows(tmp_path / "b.csv", theirs)
     readme = tmp_path / "README.md"
     readme.write_text("<!-- study:begin -->\n<!-- study:end -->\n", encoding="utf-8")
     args = [f"results={tmp_path}/study.csv", f"readme={readme}", f"plot={tmp_path}/p.png", "report_only=true"]
     cli = [sys.executable, "-m", "cofee.cli.study", f"hydra.run.dir={tmp_path}/h"]
-    done = subprocess.run(
-        [*cli, *args, f"merge=[{tmp_path}/b.csv]"], capture_output=True, text=True, timeout=120
-    )
+    merge = f"merge=[{tmp_path}/b.csv]"
+    done = subprocess.run([*cli, *args, merge], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
-    assert len(read_rows(tmp_path / "study.csv")) == 5  # the baseline rows added, the duplicate esi row not
+    assert len(read_rows(tmp_path / "study.csv")) == 6  # the baseline rows added, the duplicate esi row not
     text = readme.read_text()
     assert "| esi | +0.050 ± 0.000 (2/2 seeds up) |" in text
     assert text.index("| baseline |") < text.index("| esi |")  # the config's order, not the merged rows'
-    assert (
-        "| baseline | 0.300 ± 0.000 (median 0.300, n=2) |" in text and "0.9" not in text
-    )  # the old-settings row is not averaged in
+    assert "| baseline | 0.300 ± 0.000 (median 0.300, n=2) |" in text
+    assert "0.9" not in text  # neither the old-settings row nor seed 9 is averaged in
     assert (tmp_path / "p.png").is_file()
     empty = subprocess.run(
         [*cli, *args, f"results={tmp_path}/none.csv"], capture_output=True, text=True, timeout=120
