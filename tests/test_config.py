@@ -91,6 +91,7 @@ def test_finetune_and_study_configs_validate(tmp_path):
             validate_finetune(compose(config_name="finetune", overrides=["finetune.scheme=BIOZ"]))
     assert finetune.kshot == 4 and finetune.data.split_dir == "./data/gold/wnut16"
     assert (
-        set(study.variants) == {"baseline", "esi", "esi_nee", "esi_nee_fet", "esi_nee_fet_indomain"}
+        set(study.variants)
+        == {"baseline", "esi", "esi_nee", "esi_nee_fet", "esi_nee_fet_indomain", "esi_nee_fet_nocluster"}
         and study.variants["baseline"] is None
     )

@@ -37,6 +37,7 @@ def test_study_runs_variants_resumes_and_reports(tmp_path, small_dump):
         "~variants.esi_nee",
         "~variants.esi_nee_fet",
         "~variants.esi_nee_fet_indomain",
+        "~variants.esi_nee_fet_nocluster",
         "finetune.max_steps=4",
         "finetune.val_every_steps=2",
         "finetune.bootstrap_samples=50",
