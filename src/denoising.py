@@ -19,6 +19,7 @@ import yaml
 
 from .config import DenoisingConfig, GoldDataConfig, RootConfig
 from .io_utils import atomic_write_json, replace_marked_block
+from .metrics import interval_text
 
 log = logging.getLogger(__name__)
 
@@ -86,8 +87,7 @@ def interval(members: list[dict]) -> str:
     """The bootstrap 95% interval of a single run's F1 (over seeds, the std says the spread)."""
     if len(members) != 1:
         return ""
-    low, high = members[0]["micro"]["f1_ci95"]
-    return f" ({low:.3f}-{high:.3f})"
+    return " " + interval_text(*members[0]["micro"]["f1_ci95"])
 
 
 def markdown_table(rows: list[dict], types: list[str], split: str, sentences: int) -> str:
@@ -137,10 +137,9 @@ def ablation_table(runs: list[tuple[str, dict]]) -> str:
             else:
                 name, strategy = label, f"{row['strategy']} (seed {row['seed']})"
             m, per = row["micro"], row["per_type"]
-            low, high = m["f1_ci95"]
             lines.append(
                 f"| {name} | {strategy} | {m['precision']:.3f} | {m['recall']:.3f} | "
-                f"{m['f1']:.3f} ({low:.3f}-{high:.3f}) | "
+                f"{m['f1']:.3f} {interval_text(*m['f1_ci95'])} | "
                 + " | ".join(f"{per.get(t, {}).get('f1', 0.0):.3f}" for t in ("PER", "LOC", "ORG", "MISC"))
                 + " |"
             )

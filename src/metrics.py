@@ -65,6 +65,11 @@ def span_report(pred: Sequence[Sequence[Span]], gold: Sequence[Sequence[Span]]) 
     }
 
 
+def interval_text(low: float, high: float) -> str:
+    """A 95% interval as the README tables print it: "(0.164-0.236)"."""
+    return f"({low:.3f}-{high:.3f})"
+
+
 def bootstrap_f1_interval(
     pred: Sequence[Sequence[Span]],
     gold: Sequence[Sequence[Span]],

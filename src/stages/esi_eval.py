@@ -18,7 +18,7 @@ from transformers import AutoTokenizer
 
 from cofee.data_modules.wiki_anchor import WikiAnchorDataModule
 from cofee.io_utils import replace_marked_block
-from cofee.metrics import bootstrap_f1_interval, span_report
+from cofee.metrics import bootstrap_f1_interval, interval_text, span_report
 from cofee.stages.esi import ENTITY_TYPE
 from cofee.stages.nee_eval import export_predictions
 from cofee.tagging import label_names
@@ -45,10 +45,10 @@ def cross_table(exports: list[tuple[str, str]], corpora: list[tuple[str, str]], 
             gold = [w.spans for w in windows[scored]]
             predicted = export_predictions(export, windows[scored], tokenizer.pad_token_id)
             micro = span_report(predicted, gold)["micro"]
-            low, high = bootstrap_f1_interval(predicted, gold, 1000)
+            interval = interval_text(*bootstrap_f1_interval(predicted, gold, 1000))
             lines.append(
                 f"| {trained} | {scored} | {sum(map(len, gold)):,} | {micro['precision']:.3f} | "
-                f"{micro['recall']:.3f} | {micro['f1']:.3f} ({low:.3f}-{high:.3f}) |"
+                f"{micro['recall']:.3f} | {micro['f1']:.3f} {interval} |"
             )
     return "\n".join(lines)
 

@@ -83,7 +83,7 @@ class PageParser:
         # No newline in the stand-in root, so chunk line n is line n of the parsed text.
         escaped = uri.replace("&", "&amp;").replace('"', "&quot;").replace("<", "&lt;")
         self._root = f'<mediawiki xmlns="{escaped}">'.encode() if uri else b"<mediawiki>"
-        self._uri = uri = "{" + uri + "}" if uri else ""
+        uri = "{" + uri + "}" if uri else ""
         self._page, self._title, self._ns, self._id = uri + "page", uri + "title", uri + "ns", uri + "id"
         self._redirect, self._revision, self._text = uri + "redirect", uri + "revision", uri + "text"
 
