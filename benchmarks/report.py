@@ -6,6 +6,7 @@ import json
 import sys
 
 from benchmarks.common import RESULTS
+from cofee.cli.common import user_errors
 from cofee.io_utils import replace_marked_block
 
 
@@ -25,8 +26,7 @@ def table() -> str:
 
 
 if __name__ == "__main__":
-    body = table()
-    print(body)
-    sys.exit(
-        0 if replace_marked_block(sys.argv[1] if len(sys.argv) > 1 else "README.md", "bench", body) else 1
-    )
+    with user_errors("benchmarks.report"):
+        body = table()
+        print(body)
+        replace_marked_block(sys.argv[1] if len(sys.argv) > 1 else "README.md", "bench", body)

@@ -18,7 +18,7 @@ from pathlib import Path
 import yaml
 
 from .config import DenoisingConfig, GoldDataConfig, RootConfig
-from .io_utils import atomic_write_json, replace_marked_block
+from .io_utils import atomic_write_json, check_marked_block, replace_marked_block
 from .metrics import interval_text
 
 log = logging.getLogger(__name__)
@@ -50,6 +50,8 @@ def run_denoising(root: RootConfig, gold: GoldDataConfig, den: DenoisingConfig) 
     from .pretrain import run_stage
     from .stages.nee_eval import encode_gold, export_predictions, gazetteer_predictions, map_gold, score
 
+    if den.readme:
+        check_marked_block(den.readme, "nee")  # before hours of NEE runs, not after
     esi_dir = Path(root.paths.output_dir) / "esi" / "encoder"
     run_stage(root, "esi")
     exports = {}
@@ -149,15 +151,17 @@ def ablation_table(runs: list[tuple[str, dict]]) -> str:
 def main(argv: list[str] | None = None) -> None:
     """`python -m cofee.denoising README.md "label=results.json" ...`: the ablation table into the
     README block between the `nee-ablation` markers (make denoising-ablation)."""
-    import json
     import sys
+
+    from .cli.common import user_errors
+    from .io_utils import read_json
 
     args = sys.argv[1:] if argv is None else argv
     readme, pairs = args[0], [a.rsplit("=", 1) for a in args[1:]]  # labels may hold "="
-    runs = [(label, json.loads(Path(path).read_text(encoding="utf-8"))) for label, path in pairs]
-    table = ablation_table(runs)
-    if not replace_marked_block(readme, "nee-ablation", table):
-        raise SystemExit(f"{readme}: no <!-- nee-ablation:begin/end --> markers")
+    with user_errors("cofee.denoising"):
+        runs = [(label, read_json(path)) for label, path in pairs]
+        table = ablation_table(runs)
+        replace_marked_block(readme, "nee-ablation", table)
     print(table)
 
 

@@ -84,18 +84,30 @@ def atomic_directory(final: str | Path) -> Iterator[Path]:
         raise
 
 
-def replace_marked_block(path: str | Path, name: str, body: str) -> bool:
-    """Rewrite the text between `<!-- name:begin -->` and `<!-- name:end -->` in a document.
+def check_marked_block(path: str | Path, name: str) -> None:
+    """Raise InputFileError unless `path` exists and holds both `<!-- name:begin/end -->` markers.
 
-    Returns False (and writes nothing) when the file or its markers are missing."""
+    Report writers call it before long work too, so a missing marker fails in seconds, not hours."""
+    from .errors import InputFileError
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputFileError(path, f"file not found, so its '{name}' block cannot be written")
+    text = path.read_text(encoding="utf-8")
+    for marker in (f"<!-- {name}:begin -->", f"<!-- {name}:end -->"):
+        if marker not in text:
+            raise InputFileError(path, f"no '{marker}' marker, so the '{name}' block cannot be written")
+    if text.index(f"<!-- {name}:end -->") < text.index(f"<!-- {name}:begin -->"):
+        raise InputFileError(path, f"the '{name}:end' marker comes before '{name}:begin'")
+
+
+def replace_marked_block(path: str | Path, name: str, body: str) -> None:
+    """Rewrite the text between `<!-- name:begin -->` and `<!-- name:end -->` in a document, atomically.
+
+    Raises InputFileError (and writes nothing) when the file or a marker is missing."""
+    check_marked_block(path, name)
     path = Path(path)
     begin, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
-    if not path.is_file():
-        return False
-    text = path.read_text(encoding="utf-8")
-    if begin not in text or end not in text:
-        return False
-    head, rest = text.split(begin, 1)
+    head, rest = path.read_text(encoding="utf-8").split(begin, 1)
     _, tail = rest.split(end, 1)
     atomic_write_text(path, f"{head}{begin}\n{body}\n{end}{tail}")
-    return True

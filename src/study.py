@@ -303,6 +303,6 @@ def write_plot(rows: list[StudyRow], path: Path) -> None:
     tmp.replace(path)
 
 
-def update_readme(readme: Path, table: str, settings: str) -> bool:
-    """Rewrite the block between the study markers; False when the README has no markers."""
-    return replace_marked_block(readme, "study", f"{settings}\n\n{table}")
+def update_readme(readme: Path, table: str, settings: str) -> None:
+    """Rewrite the block between the study markers (InputFileError when they are missing)."""
+    replace_marked_block(readme, "study", f"{settings}\n\n{table}")

@@ -205,7 +205,8 @@ def test_report_tables_and_readme_block(corpus, capsys):
     text = readme.read_text(encoding="utf-8")
     assert "old" not in text and tables in text and text.endswith("<!-- gazetteer:end -->\nend\n")
     readme.write_text("no markers\n", encoding="utf-8")
-    assert report_main(args) == 1 and "markers" in capsys.readouterr().err
+    assert report_main(args) == 2 and "no '<!-- gazetteer:begin -->' marker" in capsys.readouterr().err
+    assert readme.read_text(encoding="utf-8") == "no markers\n"
 
 
 def test_cli_builds_everything_and_rejects_a_bad_key_on_one_line(corpus):

@@ -68,7 +68,7 @@ def test_study_runs_variants_resumes_and_reports(tmp_path, small_dump):
     mean_diff = sum(by[("esi", 0.02, s)] - by[("baseline", 0.02, s)] for s in (1, 2)) / 2
     assert f"| esi | {mean_diff:+.3f} ± " in paired
     assert table.count("\n") == 3 and "0.02 of train" in table and "| esi |" in table
-    assert update_readme(readme, table, "Settings: test")
+    update_readme(readme, table, "Settings: test")
     text = readme.read_text()
     assert text.startswith("# Title\n") and text.endswith("footer\n") and "old" not in text and table in text
     write_plot(rows, tmp_path / "plot.png")
@@ -160,3 +160,9 @@ def test_report_only_merges_parallel_results_and_skips_rows_of_other_settings(tm
         [*cli, *args, f"merge=[{tmp_path}/missing.csv]"], capture_output=True, text=True, timeout=120
     )
     assert missing.returncode != 0 and "missing.csv: no such results file" in missing.stderr
+    before = (tmp_path / "study.csv").read_bytes()
+    readme.write_text("no block here\n", encoding="utf-8")
+    unmarked = subprocess.run([*cli, *args, merge], capture_output=True, text=True, timeout=120)
+    # refused before anything is merged, trained or plotted
+    assert unmarked.returncode != 0 and f"{readme}: no '<!-- study:begin -->' marker" in unmarked.stderr
+    assert (tmp_path / "study.csv").read_bytes() == before

@@ -20,6 +20,7 @@ log = logging.getLogger("cofee-study")
 def main(cfg: DictConfig) -> None:
     with user_errors("cofee-study"):
         study = validate_study(cfg)
+        from cofee.io_utils import check_marked_block
         from cofee.study import (
             current_rows,
             markdown_table,
@@ -31,6 +32,8 @@ def main(cfg: DictConfig) -> None:
             write_plot,
         )
 
+        if study.readme:
+            check_marked_block(study.readme, "study")  # before hours of fine-tuning, not after
         if study.merge:
             added = merge_results(Path(study.results), [Path(p) for p in study.merge])
             log.info("merged %d rows into %s", added, study.results)
@@ -53,7 +56,8 @@ def main(cfg: DictConfig) -> None:
             f"lr {ft.optim.lr:g} (head {ft.optim.head_lr:g}), warm-up {ft.optim.warmup_ratio:g}, dev-selected every "
             f"{ft.val_every_steps} steps; test F1 (seqeval strict) mean ± std over the seeds run so far (n per cell). Rows: `{study.results}`."
         )
-        if study.readme and update_readme(Path(study.readme), table, settings):
+        if study.readme:
+            update_readme(Path(study.readme), table, settings)
             log.info("README table updated")
         print(table)
 

@@ -127,16 +127,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         body = gazetteer_tables(args.gazetteer_dir, args.labelled_dir)
+        replace_marked_block(args.readme, "gazetteer", body)
     except CofeeError as exc:
         print(f"{parser.prog}: error: {exc}", file=sys.stderr)
         return 2
-    if not replace_marked_block(args.readme, "gazetteer", body):
-        print(
-            f"{parser.prog}: {args.readme} has no <!-- gazetteer:begin --> ... <!-- gazetteer:end --> markers "
-            "(or does not exist): nothing written",
-            file=sys.stderr,
-        )
-        return 1
     print(f"wrote the gazetteer tables into {args.readme}")
     return 0
 

@@ -16,8 +16,9 @@ from pathlib import Path
 
 from transformers import AutoTokenizer
 
+from cofee.cli.common import user_errors
 from cofee.data_modules.wiki_anchor import WikiAnchorDataModule
-from cofee.io_utils import replace_marked_block
+from cofee.io_utils import check_marked_block, replace_marked_block
 from cofee.metrics import bootstrap_f1_interval, interval_text, span_report
 from cofee.stages.esi import ENTITY_TYPE
 from cofee.stages.nee_eval import export_predictions
@@ -59,9 +60,10 @@ def main(argv: list[str] | None = None) -> None:
     split = rest.index("--")
     exports = [tuple(a.split("=", 1)) for a in rest[:split]]
     corpora = [tuple(a.split("=", 1)) for a in rest[split + 1 :]]
-    table = cross_table(exports, corpora)
-    if not replace_marked_block(readme, "esi-repeats", table):
-        raise SystemExit(f"{readme}: no <!-- esi-repeats:begin/end --> markers")
+    with user_errors("cofee.stages.esi_eval"):
+        check_marked_block(readme, "esi-repeats")  # before scoring every export on every corpus
+        table = cross_table(exports, corpora)
+        replace_marked_block(readme, "esi-repeats", table)
     print(table)
 
 

@@ -35,7 +35,7 @@ from cofee.clustering import (
 )
 from cofee.data_modules.batching import window_loader
 from cofee.data_modules.cluster_spans import ClusterDataModule, span_records
-from cofee.io_utils import atomic_write_json, replace_marked_block
+from cofee.io_utils import atomic_write_json, check_marked_block, replace_marked_block
 
 log = logging.getLogger(__name__)
 ENCODERS = ("base", "esi", "nee", "fet")
@@ -235,6 +235,8 @@ def run(
 
     from ..encoder import load_encoder, load_tokenizer
 
+    if readme is not None:
+        check_marked_block(readme, "fet")  # before the scoring passes, not after
     stage = cfg.stages.fet
     tokenizer = load_tokenizer(cfg.model)
     datamodule = gazetteer_data_module(ClusterDataModule, cfg, stage, tokenizer, None)
@@ -282,8 +284,8 @@ def run(
     fet_manifest = read_export_manifest(exports["fet"]) if "fet" in exports else None
     report["clustering"] = clustering_summary(fet_manifest)
     atomic_write_json(Path(results), report)
-    if readme is not None and not replace_marked_block(readme, "fet", readme_block(report)):
-        log.warning("%s has no fet markers; the table was not written", readme)
+    if readme is not None:
+        replace_marked_block(readme, "fet", readme_block(report))
     return report
 
 
