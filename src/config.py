@@ -231,6 +231,7 @@ class StudyConfig(GoldRunConfig):
     plot: str = "docs/low_resource.png"
     readme: str | None = "README.md"
     report_only: bool = False  # rewrite the table and plot from `results` without training
+    workers: int = 1  # fine-tunings run at once, each in its own process with cores / workers threads
 
 
 def validate_study(cfg: DictConfig) -> StudyConfig:
@@ -240,6 +241,8 @@ def validate_study(cfg: DictConfig) -> StudyConfig:
             raise ConfigError("fractions", f"each fraction must lie in (0, 1], got {f}")
     if not root.variants:
         raise ConfigError("variants", "name at least one variant")
+    if root.workers < 1:
+        raise ConfigError("workers", f"must be at least 1, got {root.workers}")
     unknown = [name for name in root.only if name not in root.variants]
     if unknown:
         raise ConfigError(

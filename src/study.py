@@ -90,8 +90,13 @@ def merge_results(path: Path, others: list[Path]) -> int:
     return added
 
 
+def run_key(variant: str, protocol: str, budget: float, seed: int, settings: str) -> tuple:
+    """What makes a fine-tuning the same run: a rerun skips a row with this key."""
+    return (variant, protocol, budget, seed, settings)
+
+
 def _key(row: StudyRow) -> tuple:
-    return (row.variant, row.protocol, row.budget, row.seed, row.settings)
+    return run_key(row.variant, row.protocol, row.budget, row.seed, row.settings)
 
 
 def read_rows(path: Path) -> list[StudyRow]:
@@ -146,11 +151,57 @@ def pretrain_variant(study: StudyConfig, name: str, overrides: list[str] | None)
     return Path(root.paths.output_dir) / root.curriculum.stages[-1] / "encoder"
 
 
+@dataclass(frozen=True)
+class FinetuneJob:
+    """One pending row of the study: everything a worker process needs to produce it."""
+
+    variant: str
+    protocol: str
+    budget: float
+    seed: int
+    encoder: Path | None
+    settings: str
+
+
+def run_job(splits, study: StudyConfig, job: FinetuneJob, trainer_kwargs: dict | None) -> StudyRow:
+    """Fine-tune one variant on one budget and seed and score it on test: one row of the study."""
+    from .finetune import finetune
+
+    kwargs = {"fraction": job.budget} if job.protocol == "fraction" else {"kshot": int(job.budget)}
+    result = finetune(
+        splits,
+        study.finetune,
+        job.encoder,
+        study.model,
+        seed=job.seed,
+        trainer_kwargs=trainer_kwargs,
+        **kwargs,
+    )
+    micro = result.test["micro"]
+    return StudyRow(
+        job.variant,
+        job.protocol,
+        job.budget,
+        job.seed,
+        result.train_sentences,
+        round(result.dev_f1, 4),
+        round(micro["f1"], 4),
+        round(micro["f1_ci95"][0], 4),
+        round(micro["f1_ci95"][1], 4),
+        round(micro["precision"], 4),
+        round(micro["recall"], 4),
+        round(result.test["untyped"]["f1"], 4),
+        result.best_step,
+        result.seconds,
+        job.settings,
+    )
+
+
 def run_study(study: StudyConfig, trainer_kwargs: dict | None = None) -> list[StudyRow]:
     """Pre-train every variant first, then fine-tune seed by seed (each seed over every budget and
-    variant), so that a study stopped early still holds paired rows for every variant."""
+    variant), so that a study stopped early still holds paired rows for every variant. With
+    `workers` > 1 the fine-tunings run in that many processes at once."""
     from .data_modules.gold_ner import splits_from_config
-    from .finetune import finetune
 
     splits = splits_from_config(study.data, study.finetune.scheme)  # also writes train.txt (in-domain text)
     results = Path(study.results)
@@ -163,43 +214,62 @@ def run_study(study: StudyConfig, trainer_kwargs: dict | None = None) -> list[St
         log.info("study: pre-training variant %s", variant)
         encoders[variant] = pretrain_variant(study, variant, overrides)
         settings[variant] = variant_settings(study, variant)
-    for seed in study.seeds:
-        for protocol, budget in budgets:
-            for variant in variants:
-                if (variant, protocol, budget, seed, settings[variant]) in done:
-                    continue
-                kwargs = {"fraction": budget} if protocol == "fraction" else {"kshot": int(budget)}
-                result = finetune(
-                    splits,
-                    study.finetune,
-                    encoders[variant],
-                    study.model,
-                    seed=seed,
-                    trainer_kwargs=trainer_kwargs,
-                    **kwargs,
-                )
-                micro = result.test["micro"]
-                row = StudyRow(
-                    variant,
-                    protocol,
-                    budget,
-                    seed,
-                    result.train_sentences,
-                    round(result.dev_f1, 4),
-                    round(micro["f1"], 4),
-                    round(micro["f1_ci95"][0], 4),
-                    round(micro["f1_ci95"][1], 4),
-                    round(micro["precision"], 4),
-                    round(micro["recall"], 4),
-                    round(result.test["untyped"]["f1"], 4),
-                    result.best_step,
-                    result.seconds,
-                    settings[variant],
-                )
-                rows.append(row)
-                write_rows(results, rows)
-                log.info("study %s %s=%s seed %d: test F1 %.3f", variant, protocol, budget, seed, row.test_f1)
+    jobs = [
+        FinetuneJob(variant, protocol, budget, seed, encoders[variant], settings[variant])
+        for seed in study.seeds
+        for protocol, budget in budgets
+        for variant in variants
+        if run_key(variant, protocol, budget, seed, settings[variant]) not in done
+    ]
+    log.info("study: %d fine-tunings to run (%d rows already in %s)", len(jobs), len(rows), results)
+    for count, row in enumerate(_run_jobs(splits, study, jobs, trainer_kwargs), 1):
+        rows.append(row)
+        write_rows(results, rows)  # as each row ends: a stopped study keeps every finished row
+        where = f"{row.variant} {row.protocol}={row.budget:g} seed {row.seed}"
+        log.info("study [%d/%d] %s: test F1 %.3f (%.0f s)", count, len(jobs), where, row.test_f1, row.seconds)
     return rows
+
+
+def _run_jobs(splits, study: StudyConfig, jobs: list[FinetuneJob], trainer_kwargs: dict | None):
+    """Yield the jobs' rows as they finish: in this process, or in `study.workers` spawned processes
+    that split the CPU cores between them (`make bench`: study_workers measures the gain)."""
+    if study.workers <= 1 or len(jobs) <= 1:
+        for job in jobs:
+            yield run_job(splits, study, job, trainer_kwargs)
+        return
+    import multiprocessing
+    import os
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+    from functools import partial
+    from itertools import islice
+
+    threads = max(1, len(os.sched_getaffinity(0)) // study.workers)
+    context = multiprocessing.get_context("spawn")  # fork would copy a process that has started torch threads
+    queue = iter(jobs)
+    with ProcessPoolExecutor(
+        study.workers, mp_context=context, initializer=_limit_threads, initargs=(threads,)
+    ) as pool:
+        launch = partial(pool.submit, run_job, splits, study, trainer_kwargs=trainer_kwargs)
+        # a job is submitted only when a worker is free, so after a failure no new one starts
+        pending = {launch(job) for job in islice(queue, study.workers)}
+        error = None
+        while pending:
+            finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+            for future in finished:
+                if future.exception() is not None:
+                    error = error or future.exception()  # the running rows still end and are kept
+                else:
+                    yield future.result()
+            if error is None:
+                pending |= {launch(job) for job in islice(queue, len(finished))}
+        if error is not None:
+            raise error
+
+
+def _limit_threads(threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
 
 
 def summarize(rows: list[StudyRow]) -> dict[tuple[str, str, float], dict]:

@@ -75,6 +75,62 @@ def test_study_runs_variants_resumes_and_reports(tmp_path, small_dump):
     assert Image.open(tmp_path / "plot.png").size[0] > 300
 
 
+def _baseline_study(tmp_path, *overrides):
+    args = [
+        "model=tiny",
+        f"paths.root={tmp_path}",
+        f"data.split_dir={tmp_path}/gold",
+        "only=[baseline]",
+        "fractions=[0.02,0.05]",
+        "finetune.max_steps=4",
+        "finetune.val_every_steps=2",
+        "finetune.bootstrap_samples=50",
+        *overrides,
+    ]
+    with initialize_config_module(config_module="cofee.conf", version_base="1.3"):
+        return validate_study(compose(config_name="study", overrides=args))
+
+
+def test_two_worker_processes_produce_the_rows_one_process_does(tmp_path):
+    serial = run_study(_baseline_study(tmp_path, "seeds=[1,2]", f"results={tmp_path}/serial.csv"))
+    parallel = run_study(
+        _baseline_study(tmp_path, "seeds=[1,2]", f"results={tmp_path}/parallel.csv", "workers=2")
+    )
+    assert len(parallel) == 4 and read_rows(tmp_path / "parallel.csv") == parallel
+    by_key = {(r.budget, r.seed): r for r in serial}
+    for (
+        row
+    ) in parallel:  # the same seeded subsets and runs (F1 may differ in the last bits across thread counts)
+        twin = by_key[(row.budget, row.seed)]
+        assert (row.train_sentences, row.settings) == (twin.train_sentences, twin.settings)
+        assert row.test_f1 == pytest.approx(twin.test_f1, abs=0.02)
+
+
+def test_a_failing_worker_stops_new_rows_but_keeps_the_running_ones(tmp_path):
+    from cofee.data_modules.gold_ner import splits_from_config
+    from cofee.errors import CofeeError
+    from cofee.study import FinetuneJob, _run_jobs, variant_settings
+
+    study = _baseline_study(tmp_path, "workers=2")
+    splits = splits_from_config(study.data, study.finetune.scheme)
+    settings = variant_settings(study, "baseline")
+    good = [FinetuneJob("baseline", "fraction", 0.02, seed, None, settings) for seed in (1, 2, 3, 4, 5)]
+    broken = FinetuneJob("baseline", "fraction", 0.02, 9, tmp_path / "no-such-export", settings)
+    finished = []
+    with pytest.raises(CofeeError, match="no-such-export"):
+        for row in _run_jobs(splits, study, [good[0], broken, *good[1:]], None):
+            finished.append(row.seed)
+    # seed 1 was running when the broken job failed: it is kept; no job starts after the failure
+    assert finished[0] == 1 and len(finished) < len(good)
+
+
+def test_workers_below_one_is_a_config_error():
+    with initialize_config_module(config_module="cofee.conf", version_base="1.3"):
+        cfg = compose(config_name="study", overrides=["workers=0"])
+    with pytest.raises(ConfigError, match="'workers'"):
+        validate_study(cfg)
+
+
 def test_only_naming_an_unknown_variant_is_a_config_error():
     with initialize_config_module(config_module="cofee.conf", version_base="1.3"):
         cfg = compose(config_name="study", overrides=["only=[baseline,esi_typo]"])
