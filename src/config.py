@@ -232,6 +232,8 @@ class StudyConfig(GoldRunConfig):
     readme: str | None = "README.md"
     report_only: bool = False  # rewrite the table and plot from `results` without training
     workers: int = 1  # fine-tunings run at once, each in its own process with cores / workers threads
+    # reference variant -> the variants the report pairs with it, same seed and subset (empty: all others)
+    paired_with: dict[str, list[str]] = field(default_factory=lambda: {"baseline": []})
 
 
 def validate_study(cfg: DictConfig) -> StudyConfig:
@@ -243,11 +245,14 @@ def validate_study(cfg: DictConfig) -> StudyConfig:
         raise ConfigError("variants", "name at least one variant")
     if root.workers < 1:
         raise ConfigError("workers", f"must be at least 1, got {root.workers}")
-    unknown = [name for name in root.only if name not in root.variants]
-    if unknown:
-        raise ConfigError(
-            "only", f"no variant named {', '.join(unknown)}; variants: {', '.join(root.variants)}"
-        )
+    for key, names in [("only", root.only)] + [
+        (f"paired_with.{ref}", [ref, *compared]) for ref, compared in root.paired_with.items()
+    ]:
+        unknown = [name for name in names if name not in root.variants]
+        if unknown:
+            raise ConfigError(
+                key, f"no variant named {', '.join(unknown)}; variants: {', '.join(root.variants)}"
+            )
     return root
 
 

@@ -307,9 +307,10 @@ def markdown_table(rows: list[StudyRow]) -> str:
     return "\n".join(lines)
 
 
-def paired_table(rows: list[StudyRow], reference: str = "baseline") -> str:
+def paired_table(rows: list[StudyRow], reference: str = "baseline", compared: list[str] | None = None) -> str:
     """Per cell, the mean and spread of (variant - reference) test F1 over seeds run by both: the same
-    seed means the same training subset and order, so seed-to-seed noise largely cancels."""
+    seed means the same training subset and order, so seed-to-seed noise largely cancels. One line per
+    variant in `compared` (default: every other variant of the rows)."""
     by_key = {(r.variant, r.protocol, r.budget, r.seed): r.test_f1 for r in rows}
     budgets = sorted({(r.protocol, r.budget) for r in rows}, key=lambda x: (x[0] != "fraction", x[1]))
     lines = [
@@ -320,7 +321,7 @@ def paired_table(rows: list[StudyRow], reference: str = "baseline") -> str:
         + " |",
         "|---" * (len(budgets) + 1) + "|",
     ]
-    for variant in dict.fromkeys(r.variant for r in rows):
+    for variant in compared or dict.fromkeys(r.variant for r in rows):
         if variant == reference:
             continue
         cells = []
@@ -339,6 +340,16 @@ def paired_table(rows: list[StudyRow], reference: str = "baseline") -> str:
             )
         lines.append(f"| {variant} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def paired_tables(study: StudyConfig, rows: list[StudyRow]) -> str:
+    """The `paired_with` tables of a study report, for the references that have rows."""
+    present = {r.variant for r in rows}
+    return "".join(
+        f"\n\nPaired with {reference} (same seed, same subset):\n\n" + paired_table(rows, reference, compared)
+        for reference, compared in study.paired_with.items()
+        if reference in present
+    )
 
 
 def write_plot(rows: list[StudyRow], path: Path) -> None:

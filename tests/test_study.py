@@ -38,6 +38,8 @@ def test_study_runs_variants_resumes_and_reports(tmp_path, small_dump):
         "~variants.esi_nee_fet",
         "~variants.esi_nee_fet_indomain",
         "~variants.esi_nee_fet_nocluster",
+        "~variants.esi_nee_fet_cluster10x",
+        "~paired_with.esi_nee_fet",
         "finetune.max_steps=4",
         "finetune.val_every_steps=2",
         "finetune.bootstrap_samples=50",
@@ -131,11 +133,40 @@ def test_workers_below_one_is_a_config_error():
         validate_study(cfg)
 
 
-def test_only_naming_an_unknown_variant_is_a_config_error():
+@pytest.mark.parametrize(
+    ("override", "key"),
+    [
+        ("only=[baseline,esi_typo]", "'only'"),
+        ("paired_with.baseline=[esi,esi_typo]", "'paired_with.baseline'"),
+        ("+paired_with.esi_typo=[]", "'paired_with.esi_typo'"),
+    ],
+)
+def test_naming_an_unknown_variant_is_a_config_error(override, key):
     with initialize_config_module(config_module="cofee.conf", version_base="1.3"):
-        cfg = compose(config_name="study", overrides=["only=[baseline,esi_typo]"])
-    with pytest.raises(ConfigError, match="only.*esi_typo"):
+        cfg = compose(config_name="study", overrides=[override])
+    with pytest.raises(ConfigError, match=f"{key}: no variant named esi_typo"):
         validate_study(cfg)
+
+
+def test_report_pairs_each_reference_with_its_variants_only():
+    from cofee.study import StudyRow, paired_tables
+
+    with initialize_config_module(config_module="cofee.conf", version_base="1.3"):
+        study = validate_study(compose(config_name="study"))
+    f1 = {"baseline": 0.2, "esi_nee": 0.3, "esi_nee_fet": 0.4, "esi_nee_fet_nocluster": 0.38}
+    rows = [
+        StudyRow(v, "fraction", 0.1, seed, 19, 0.3, f + seed / 100, 0, 1, 0, 0, 0, 50, 1.0, "s")
+        for v, f in f1.items()
+        for seed in (1, 2)
+    ]
+    text = paired_tables(study, rows)
+    baseline, fet = text.split("Paired with esi_nee_fet")
+    assert "Paired with baseline" in baseline and "| esi_nee | +0.100 ± 0.000 (2/2 seeds up) |" in baseline
+    assert "| esi_nee_fet_nocluster | -0.020 ± 0.000 (0/2 seeds up) |" in fet
+    assert "| esi_nee |" not in fet and "| baseline |" not in fet  # only the FET controls
+    assert "| esi_nee_fet_cluster10x | – |" in fet  # configured, not run yet
+    without_baseline = paired_tables(study, [r for r in rows if r.variant != "baseline"])
+    assert "Paired with baseline" not in without_baseline and "Paired with esi_nee_fet" in without_baseline
 
 
 def test_variant_run_name_shares_a_run_folder_when_given():
@@ -166,6 +197,17 @@ def test_default_study_variants_compose_into_valid_pretrain_configs():
     assert indomain.data.gazetteer.raw_text.endswith("gold/wnut16/train.txt")
     assert not indomain.data.gazetteer.with_anchors
     assert indomain.data.gazetteer.labelled_dir != validate(compose_pretrain([])).data.gazetteer.labelled_dir
+    fet_controls = ("esi_nee_fet", "esi_nee_fet_nocluster", "esi_nee_fet_cluster10x")
+    weights = {
+        name: validate(
+            compose_pretrain([o for o in study.variants[name] if not o.startswith("run_name=")])
+        ).stages.fet.lambda_cluster
+        for name in fet_controls
+    }
+    assert weights == {"esi_nee_fet": 0.001, "esi_nee_fet_nocluster": 0.0, "esi_nee_fet_cluster10x": 0.01}
+    assert (
+        len({variant_run_name(study, n, study.variants[n]) for n in fet_controls}) == 3
+    )  # no FET overwrites another
 
 
 def compose_pretrain(overrides):

@@ -25,7 +25,7 @@ def main(cfg: DictConfig) -> None:
             current_rows,
             markdown_table,
             merge_results,
-            paired_table,
+            paired_tables,
             read_rows,
             run_study,
             update_readme,
@@ -46,9 +46,7 @@ def main(cfg: DictConfig) -> None:
             raise ConfigError(
                 "results", f"{study.results} holds no rows of these variants at these settings yet"
             )
-        table = markdown_table(rows)
-        if "baseline" in study.variants:
-            table += "\n\nPaired with the baseline (same seed, same subset):\n\n" + paired_table(rows)
+        table = markdown_table(rows) + paired_tables(study, rows)
         write_plot(rows, Path(study.plot))
         ft = study.finetune
         settings = (
