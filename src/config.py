@@ -7,6 +7,7 @@ checks (an `int` that is not a number) and rejects unknown keys coming from YAML
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
@@ -143,6 +144,9 @@ class CurriculumConfig:
     retrain_changed: bool = False
     # last.ckpt every N optimizer steps (and at every epoch end); 0: at epoch ends only
     checkpoint_every_n_steps: int = 50
+    # run folders whose finished stages may be copied instead of trained, when trained with the same
+    # inputs from the same parent export (e.g. the ESI and NEE of a sibling run that differs in FET only)
+    reuse_from: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -320,6 +324,9 @@ def validate(cfg: DictConfig, schema: type = RootConfig) -> RootConfig:
         )
     if root.stage is not None:
         _choice("stage", root.stage, ("all", *KNOWN_STAGES))
+    for folder in root.curriculum.reuse_from:
+        if not Path(folder).is_dir():
+            raise ConfigError("curriculum.reuse_from", f"{folder} is not a run folder (no such directory)")
     if root.curriculum.checkpoint_every_n_steps < 0:
         raise ConfigError(
             "curriculum.checkpoint_every_n_steps",

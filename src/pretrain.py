@@ -6,6 +6,7 @@ Layout of a run: outputs/<run>/<stage>/{checkpoints/, encoder/ (export + manifes
 from __future__ import annotations
 
 import logging
+import shutil
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -32,7 +33,7 @@ from .config import KNOWN_STAGES, RootConfig, to_plain
 from .config_diff import changed_keys, describe_changes, drop_added_defaults
 from .errors import ConfigError, InputFileError
 from .export import MANIFEST, load_export_head, load_start, manifest_hash, read_export_manifest
-from .io_utils import atomic_write_json, read_json, stable_hash
+from .io_utils import atomic_directory, atomic_write_json, read_json, stable_hash
 from .loggers import LogExportCallback, finish_logger
 from .loggers import make_logger as make_run_logger
 from .stages.esi import ENTITY_TYPE, ESIModule
@@ -200,6 +201,30 @@ def _set_aside(path: Path, tag: str) -> Path:
     return target
 
 
+def input_changes(stage: str, previous: dict, inputs: dict) -> list:
+    """The keys whose values differ between two stages' inputs (keys added by a later version at their
+    defaults are no change)."""
+    changed = changed_keys(previous, inputs)
+    return drop_added_defaults(changed, input_defaults(stage)) if changed else changed
+
+
+def reuse_identical_export(cfg: RootConfig, stage: str, export_dir: Path, inputs: dict) -> bool:
+    """Copy this stage's export from a `curriculum.reuse_from` run folder that trained it with the same
+    inputs (same settings and the same parent export), instead of training it again."""
+    for folder in cfg.curriculum.reuse_from:
+        source = Path(folder) / stage / "encoder"
+        if Path(folder).resolve() == export_dir.parent.parent.resolve() or not (source / MANIFEST).is_file():
+            continue
+        previous = read_export_manifest(source).get("inputs")
+        if previous is None or input_changes(stage, previous, inputs):
+            continue
+        with atomic_directory(export_dir) as tmp:
+            shutil.copytree(source, tmp, dirs_exist_ok=True)
+        log.info("%s: the same stage was trained in %s; its export copied to %s", stage, folder, export_dir)
+        return True
+    return False
+
+
 def check_stage_inputs(cfg: RootConfig, stage: str, stage_dir: Path, inputs: dict) -> bool:
     """True when the stage is finished with these inputs. A finished or interrupted stage with other
     inputs is refused, naming the keys that differ, unless `curriculum.retrain_changed` is set; then
@@ -211,9 +236,7 @@ def check_stage_inputs(cfg: RootConfig, stage: str, stage_dir: Path, inputs: dic
     elif (checkpoints / "last.ckpt").is_file() and recorded.is_file():
         previous = read_json(recorded)
     if previous is not None:
-        changed = changed_keys(previous, inputs)
-        if changed:  # keys added by a later version at their defaults are no change
-            changed = drop_added_defaults(changed, input_defaults(stage))
+        changed = input_changes(stage, previous, inputs)
         if not changed:
             return finished  # finished: skip; interrupted with the same inputs: resume from last.ckpt
     if previous is not None or finished:
@@ -270,6 +293,8 @@ def run_stage(cfg: RootConfig, stage: str, init_from: Path | None = None) -> dic
     parent = manifest_hash(read_export_manifest(init_from)) if init_from else None
     inputs = stage_inputs(cfg, stage, parent)
     config_hash = stable_hash(inputs)
+    if not (export_dir / MANIFEST).is_file() and not (stage_dir / "checkpoints" / "last.ckpt").is_file():
+        reuse_identical_export(cfg, stage, export_dir, inputs)
     if check_stage_inputs(cfg, stage, stage_dir, inputs):
         log.info("%s: up to date in %s, skipped", stage, export_dir)
         return read_export_manifest(export_dir)

@@ -128,25 +128,38 @@ def _is_run_name(override: str) -> bool:
     return override.split("=", 1)[0].lstrip("+") == "run_name"
 
 
-def pretrain_variant(study: StudyConfig, name: str, overrides: list[str] | None) -> Path | None:
-    """Run (or find done) the variant's curriculum; returns its last stage's export folder."""
-    if overrides is None:
-        return None
+def variant_root(study: StudyConfig, name: str, overrides: list[str]):
+    """The validated pretrain config of a variant's curriculum."""
     from hydra import compose, initialize_config_module
     from hydra.core.global_hydra import GlobalHydra
 
     from .config import validate
-    from .pretrain import run_curriculum
 
     run_name = variant_run_name(study, name, overrides)
     rest = [o for o in overrides if not _is_run_name(o)]
     args = [f"paths.root={study.paths.root}", f"run_name={run_name}", *rest]
     if GlobalHydra.instance().is_initialized():
-        cfg = compose(config_name="pretrain", overrides=args)
-    else:
-        with initialize_config_module(config_module="cofee.conf", version_base="1.3"):
-            cfg = compose(config_name="pretrain", overrides=args)
-    root = validate(cfg)
+        return validate(compose(config_name="pretrain", overrides=args))
+    with initialize_config_module(config_module="cofee.conf", version_base="1.3"):
+        return validate(compose(config_name="pretrain", overrides=args))
+
+
+def pretrain_variant(study: StudyConfig, name: str, overrides: list[str] | None) -> Path | None:
+    """Run (or find done) the variant's curriculum; returns its last stage's export folder. Stages that
+    another variant's run folder already holds with the same inputs (the ESI and NEE of the FET
+    controls) are copied from there, not trained again."""
+    if overrides is None:
+        return None
+    from .pretrain import run_curriculum
+
+    root = variant_root(study, name, overrides)
+    own = Path(root.paths.output_dir).resolve()
+    siblings = {
+        Path(variant_root(study, other, given).paths.output_dir).resolve()
+        for other, given in study.variants.items()
+        if given is not None and other != name
+    }
+    root.curriculum.reuse_from = [str(folder) for folder in sorted(siblings - {own}) if folder.is_dir()]
     run_curriculum(root)
     return Path(root.paths.output_dir) / root.curriculum.stages[-1] / "encoder"
 

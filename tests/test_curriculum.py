@@ -80,3 +80,38 @@ def test_a_key_added_at_its_default_since_a_stage_finished_is_no_change(compose_
     assert not [p for p in manifest_path.parent.parent.iterdir() if ".replaced-" in p.name]
     with pytest.raises(ConfigError, match=r"stages\.esi\.optim\.distill_weight \('<unset>' -> 5\.0\)"):
         run_curriculum(_cfg(compose_cfg, tmp_path, small_dump, "stages.esi.optim.distill_weight=5.0"))
+
+
+def test_a_stage_trained_alike_in_a_sibling_run_is_copied_not_retrained(
+    compose_cfg, tmp_path, small_dump, caplog
+):
+    import json
+    import logging
+
+    caplog.set_level(logging.INFO, logger="cofee.pretrain")
+    first = run_curriculum(_cfg(compose_cfg, tmp_path, small_dump))["esi"]
+    source = tmp_path / "outputs" / "smoke"
+    reuse = f"curriculum.reuse_from=[{source}]"
+    copied = run_curriculum(_cfg(compose_cfg, tmp_path, small_dump, "run_name=sibling", reuse))["esi"]
+    sibling = tmp_path / "outputs" / "sibling" / "esi"
+    assert copied == first  # the same manifest, training time included: copied, not trained again
+    assert f"esi: the same stage was trained in {source}" in caplog.text
+    assert sorted(p.name for p in (sibling / "encoder").iterdir()) == sorted(
+        p.name for p in (source / "esi" / "encoder").iterdir()
+    )
+    # other settings: trained in its own folder, the source untouched
+    caplog.clear()
+    other = run_curriculum(
+        _cfg(compose_cfg, tmp_path, small_dump, "run_name=other", "stages.esi.optim.lr=2e-3", reuse)
+    )["esi"]
+    assert other["config_hash"] != first["config_hash"]
+    assert "copied" not in caplog.text
+    assert (
+        json.loads((source / "esi" / "encoder" / "manifest.json").read_text())["config_hash"]
+        == first["config_hash"]
+    )
+
+
+def test_reusing_a_folder_that_does_not_exist_is_a_config_error(compose_cfg, tmp_path, small_dump):
+    with pytest.raises(ConfigError, match=r"curriculum\.reuse_from.*no-such-run"):
+        _cfg(compose_cfg, tmp_path, small_dump, f"curriculum.reuse_from=[{tmp_path}/no-such-run]")

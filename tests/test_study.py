@@ -53,6 +53,17 @@ def test_study_runs_variants_resumes_and_reports(tmp_path, small_dump):
         (v, b, s) for v in ("baseline", "esi") for b in (0.02, 0.05) for s in (1, 2)
     }
     assert (tmp_path / "outputs" / "study-esi" / "esi" / "encoder" / "manifest.json").is_file()
+    # a variant in its own run folder whose ESI is the same copies study-esi's instead of training it
+    from cofee.export import read_export_manifest
+    from cofee.study import pretrain_variant
+
+    study.variants["esi_again"] = ["run_name=study-esi-again", *study.variants["esi"]]
+    again = pretrain_variant(study, "esi_again", study.variants["esi_again"])
+    assert again == tmp_path / "outputs" / "study-esi-again" / "esi" / "encoder"
+    assert read_export_manifest(again) == read_export_manifest(
+        tmp_path / "outputs" / "study-esi" / "esi" / "encoder"
+    )
+    del study.variants["esi_again"]
     with open(tmp_path / "study.csv", newline="") as handle:
         assert len(list(csv.DictReader(handle))) == 8
 
