@@ -92,6 +92,7 @@ def test_finetune_and_study_configs_validate(tmp_path):
     assert finetune.kshot == 4 and finetune.data.split_dir == "./data/gold/wnut16"
     assert (
         set(study.variants)
-        == {"baseline", "esi", "esi_nee", "esi_nee_fet", "esi_nee_fet_indomain", "esi_nee_fet_nocluster"}
+        == {"baseline", "esi", "esi_nee", "esi_nee_fet", "esi_nee_fet_indomain"}
+        | {"esi_nee_fet_nocluster", "esi_nee_fet_cluster10x"}
         and study.variants["baseline"] is None
     )
