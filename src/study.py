@@ -285,17 +285,17 @@ def _limit_threads(threads: int) -> None:
     torch.set_num_threads(threads)
 
 
+def mean_std(values: list[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (0 for a single value)."""
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+
 def summarize(rows: list[StudyRow]) -> dict[tuple[str, str, float], dict]:
     cells = defaultdict(list)
     for r in rows:
         cells[(r.variant, r.protocol, r.budget)].append(r.test_f1)
     return {
-        key: {
-            "mean": statistics.fmean(v),
-            "std": statistics.stdev(v) if len(v) > 1 else 0.0,
-            "median": statistics.median(v),
-            "n": len(v),
-        }
+        key: dict(zip(("mean", "std"), mean_std(v)), median=statistics.median(v), n=len(v))
         for key, v in cells.items()
     }
 
@@ -320,11 +320,21 @@ def markdown_table(rows: list[StudyRow]) -> str:
     return "\n".join(lines)
 
 
+def paired_differences(rows: list[StudyRow], reference: str) -> dict[tuple[str, str, float], list[float]]:
+    """(variant, protocol, budget) -> the (variant - reference) test F1 of each seed run by both."""
+    by_key = {(r.variant, r.protocol, r.budget, r.seed): r.test_f1 for r in rows}
+    diffs = defaultdict(list)
+    for (variant, protocol, budget, seed), f1 in by_key.items():
+        if variant != reference and (reference, protocol, budget, seed) in by_key:
+            diffs[(variant, protocol, budget)].append(f1 - by_key[(reference, protocol, budget, seed)])
+    return diffs
+
+
 def paired_table(rows: list[StudyRow], reference: str = "baseline", compared: list[str] | None = None) -> str:
     """Per cell, the mean and spread of (variant - reference) test F1 over seeds run by both: the same
     seed means the same training subset and order, so seed-to-seed noise largely cancels. One line per
     variant in `compared` (default: every other variant of the rows)."""
-    by_key = {(r.variant, r.protocol, r.budget, r.seed): r.test_f1 for r in rows}
+    differences = paired_differences(rows, reference)
     budgets = sorted({(r.protocol, r.budget) for r in rows}, key=lambda x: (x[0] != "fraction", x[1]))
     lines = [
         "| variant - "
@@ -339,18 +349,12 @@ def paired_table(rows: list[StudyRow], reference: str = "baseline", compared: li
             continue
         cells = []
         for p, b in budgets:
-            diffs = [
-                by_key[(variant, p, b, s)] - by_key[(reference, p, b, s)]
-                for (v, pp, bb, s) in by_key
-                if v == variant and (pp, bb) == (p, b) and (reference, p, b, s) in by_key
-            ]
-            spread = statistics.stdev(diffs) if len(diffs) > 1 else 0.0
-            wins = sum(d > 0 for d in diffs)
-            cells.append(
-                f"{statistics.fmean(diffs):+.3f} ± {spread:.3f} ({wins}/{len(diffs)} seeds up)"
-                if diffs
-                else "–"
-            )
+            diffs = differences.get((variant, p, b), [])
+            if not diffs:
+                cells.append("–")
+                continue
+            mean, spread = mean_std(diffs)
+            cells.append(f"{mean:+.3f} ± {spread:.3f} ({sum(d > 0 for d in diffs)}/{len(diffs)} seeds up)")
         lines.append(f"| {variant} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -365,36 +369,58 @@ def paired_tables(study: StudyConfig, rows: list[StudyRow]) -> str:
     )
 
 
-def write_plot(rows: list[StudyRow], path: Path) -> None:
+def write_plot(rows: list[StudyRow], path: Path, reference: str = "baseline") -> None:
+    """F1 against the training share, one line per variant with the seed spread shaded; beside it,
+    when the reference has rows, each variant's paired gain over it (seed noise largely cancels)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    summary = summarize([r for r in rows if r.protocol == "fraction"])
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    for variant in dict.fromkeys(r.variant for r in rows):
-        points = sorted((b, s) for (v, p, b), s in summary.items() if v == variant)
-        if not points:
-            continue
-        xs = [b * 100 for b, _ in points]
-        mean = [s["mean"] for _, s in points]
-        std = [s["std"] for _, s in points]
-        ax.plot(xs, mean, marker="o", label=variant)
-        ax.fill_between(xs, [m - d for m, d in zip(mean, std)], [m + d for m, d in zip(mean, std)], alpha=0.2)
-    ax.set_xscale("log")
-    shares = sorted({b * 100 for (_, _, b) in summary})
-    ax.set_xticks(shares, [f"{x:g}%" for x in shares])  # the budgets run, not powers of ten
-    ax.set_xlabel("share of the gold training split")
-    ax.set_ylabel("test F1 (seqeval strict), mean ± std over seeds")
-    ax.set_title("Low-resource NER on WNUT16")
-    ax.grid(True, alpha=0.3)
-    ax.legend()
+    rows = [r for r in rows if r.protocol == "fraction"]
+    variants = list(dict.fromkeys(r.variant for r in rows))
+    colors = {v: f"C{i % 10}" for i, v in enumerate(variants)}  # the same colour in both panels
+    paired = reference in variants and len(variants) > 1
+    fig, axes = plt.subplots(1, 2 if paired else 1, figsize=(12.8 if paired else 6.4, 4.4), squeeze=False)
+    summary = {key: (s["mean"], s["std"]) for key, s in summarize(rows).items()}
+    _plot_lines(axes[0][0], summary, variants, colors)
+    axes[0][0].set_ylabel("test F1 (seqeval strict), mean ± std over seeds")
+    axes[0][0].set_title("Low-resource NER on WNUT16")
+    if paired:
+        gains = {key: mean_std(d) for key, d in paired_differences(rows, reference).items()}
+        ax = axes[0][1]
+        _plot_lines(ax, gains, [v for v in variants if v != reference], colors)
+        ax.axhline(0.0, color=colors[reference], linestyle="--", label=f"{reference} (0)")
+        ax.set_ylabel(f"test F1 - {reference}, same seed and subset (mean ± std)")
+        ax.set_title(f"Paired gain over {reference}")
+    for ax in axes[0]:
+        ax.legend(fontsize="small")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp.png")
     fig.savefig(tmp, dpi=120, bbox_inches="tight")
     plt.close(fig)
     tmp.replace(path)
+
+
+def _plot_lines(
+    ax, cells: dict[tuple[str, str, float], tuple[float, float]], variants: list[str], colors
+) -> None:
+    """One line per variant through (share, mean), with mean ± spread shaded; log x at the shares run."""
+    for variant in variants:
+        points = sorted((b, cell) for (v, _, b), cell in cells.items() if v == variant)
+        if not points:
+            continue
+        xs = [b * 100 for b, _ in points]
+        mean = [m for _, (m, _) in points]
+        low = [m - d for _, (m, d) in points]
+        high = [m + d for _, (m, d) in points]
+        ax.plot(xs, mean, marker="o", label=variant, color=colors[variant])
+        ax.fill_between(xs, low, high, alpha=0.15, color=colors[variant])
+    ax.set_xscale("log")
+    shares = sorted({b * 100 for (_, _, b) in cells})
+    ax.set_xticks(shares, [f"{x:g}%" for x in shares])  # the budgets run, not powers of ten
+    ax.set_xlabel("share of the gold training split")
+    ax.grid(True, alpha=0.3)
 
 
 def update_readme(readme: Path, table: str, settings: str) -> None:

@@ -85,7 +85,10 @@ def test_study_runs_variants_resumes_and_reports(tmp_path, small_dump):
     text = readme.read_text()
     assert text.startswith("# Title\n") and text.endswith("footer\n") and "old" not in text and table in text
     write_plot(rows, tmp_path / "plot.png")
-    assert Image.open(tmp_path / "plot.png").size[0] > 300
+    write_plot([r for r in rows if r.variant == "esi"], tmp_path / "single.png")
+    # with the baseline's rows, a second panel (the paired gain) sits beside the F1 panel
+    paired_width, single_width = (Image.open(tmp_path / name).size[0] for name in ("plot.png", "single.png"))
+    assert single_width > 300 and paired_width > 1.7 * single_width
 
 
 def _baseline_study(tmp_path, *overrides):
