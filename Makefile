@@ -46,32 +46,32 @@ pretrain-all: $(STAMP)  ## build the corpora, then run the curriculum on the def
 	$(BIN)/cofee-build-gazetteer $(ARGS)
 	$(BIN)/cofee-pretrain $(ARGS)
 
-bench: $(STAMP)  ## run the benchmarks; figures go to benchmarks/results/*.json and the README table
+bench: $(STAMP)  ## run the benchmarks; figures go to benchmarks/results/*.json and the table in benchmarks/README.md
 	$(BIN)/python -m benchmarks.run_all $(BENCH)
-	$(BIN)/python -m benchmarks.report README.md
+	$(BIN)/python -m benchmarks.report benchmarks/README.md
 
-denoising: $(STAMP)  ## NEE per noise strategy vs. the gazetteer, on gold NER (conf/denoising.yaml; README table)
+denoising: $(STAMP)  ## NEE per noise strategy vs. the gazetteer, on gold NER (conf/denoising.yaml; docs/results.md)
 	$(BIN)/cofee-denoising $(ARGS)
 
 # NEE loss settings against the defaults (noise.unknown=ignore, type_balance=0.5; `make denoising` first):
-# each run is skipped when done, then scored; the README table between the nee-ablation markers.
+# each run is skipped when done, then scored; the table between the nee-ablation markers of docs/results.md.
 ABLATION = $(BIN)/cofee-denoising denoising.readme=null
-denoising-ablation: $(STAMP)  ## NEE loss settings compared (unknown=marginal/ignore, type balance): README table
+denoising-ablation: $(STAMP)  ## NEE loss settings compared (unknown=marginal/ignore, type balance): docs/results.md
 	$(ABLATION) run_name=denoising-marginal 'denoising.strategies=[none,partial]' stages.nee.noise.unknown=marginal stages.nee.type_balance=0.0 denoising.results=results/nee_ablation_marginal.json
 	$(ABLATION) run_name=denoising-ignore 'denoising.strategies=[partial]' stages.nee.type_balance=0.0 denoising.results=results/nee_ablation_ignore.json
-	$(BIN)/python -m cofee.denoising README.md "unknown=marginal, no type balance=results/nee_ablation_marginal.json" "unknown=ignore, no type balance=results/nee_ablation_ignore.json" "unknown=ignore, type_balance=0.5 (default)=results/nee_denoising.json"
+	$(BIN)/cofee-report report=nee_ablation
 
-# ESI on the corpus with unlinked repeats marked, then both ESI exports scored on both dev sets (README).
+# ESI on the corpus with unlinked repeats marked, then both ESI exports scored on both dev sets (docs/results.md).
 REPEATS = data.anchors.build.mark_repeats=true data.anchors.corpus_dir=data/anchors-repeats
 esi-repeats: $(STAMP)  ## what marking unlinked repeats does to ESI (needs the default ESI run of make denoising)
 	$(BIN)/cofee-build-anchors $(REPEATS)
 	$(BIN)/cofee-pretrain run_name=esi-repeats 'curriculum.stages=[esi]' $(REPEATS)
-	$(BIN)/python -m cofee.stages.esi_eval README.md "anchors only=outputs/denoising/esi/encoder" "with repeats=outputs/esi-repeats/esi/encoder" -- "anchors only=data/anchors" "with repeats=data/anchors-repeats"
+	$(BIN)/cofee-report report=esi_repeats
 
-fet-report: $(STAMP)  ## stage-3 clusters vs fine types, before/after FET (results/fet_quality.json; README block)
-	$(BIN)/python -m cofee.stages.fet_eval $(ARGS)
+fet-report: $(STAMP)  ## stage-3 clusters vs fine types, before/after FET (results/fet_quality.json; docs/results.md)
+	$(BIN)/cofee-report report=fet $(ARGS)
 
-study: $(STAMP)  ## the low-resource study (conf/study.yaml): results/study.csv, README table, docs/low_resource.png
+study: $(STAMP)  ## the low-resource study (conf/study.yaml): results/study.csv, docs/results.md table, docs/low_resource.png
 	$(BIN)/cofee-study $(ARGS)
 
 study-report: $(STAMP)  ## the study's table and plot from the rows in results/study.csv so far (no training)

@@ -35,12 +35,13 @@ import time
 from pathlib import Path
 
 from benchmarks.common import WORK, figure, write_results
-from cofee.io_utils import sha256_file
-from cofee.wiki import build_anchors
-from cofee.wiki.build_anchors import AnchorBuildConfig, build_anchor_corpus, default_dump_path
-from cofee.wiki.dump import DumpReader
-from cofee.wiki.sentences import split_sentences
-from cofee.wiki.wikitext import WikitextCleaner
+from cofee.config import AnchorBuildConfig
+from cofee.data.wiki import build_anchors
+from cofee.data.wiki.build_anchors import build_anchor_corpus, default_dump_path
+from cofee.data.wiki.dump import DumpReader
+from cofee.data.wiki.sentences import split_sentences
+from cofee.data.wiki.wikitext import WikitextCleaner
+from cofee.utils.io import sha256_file
 
 
 def _xml_megabytes(dump: Path) -> float:

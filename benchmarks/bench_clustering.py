@@ -42,14 +42,15 @@ import torch
 from torch.utils.data import DataLoader
 
 from benchmarks.common import WORK, figure, write_results
-from cofee.alignment import encode_sentences
 from cofee.clustering import ClusterConfig, cluster_features, extract_span_features, nmi
 from cofee.clustering.kmeans import derive_seed
+from cofee.config import AnchorBuildConfig, EncoderConfig
+from cofee.data.alignment import encode_sentences
+from cofee.data.tagging import label_names
+from cofee.data.wiki.build_anchors import build_anchor_corpus, default_dump_path, iter_corpus
 from cofee.data_modules.batching import LengthBucketBatchSampler, WindowCollator
-from cofee.encoder import EncoderConfig, load_encoder, load_tokenizer
-from cofee.span_pooling import pool_batch_spans, span_token_ranges
-from cofee.tagging import label_names
-from cofee.wiki.build_anchors import AnchorBuildConfig, build_anchor_corpus, default_dump_path, iter_corpus
+from cofee.models.encoder import load_encoder, load_tokenizer
+from cofee.models.span_pooling import pool_batch_spans, span_token_ranges
 
 N_SPANS = 100_000
 DIM = 384

@@ -4,7 +4,7 @@ Each figure is a stage's real (non-pad) tokens per second of training under `tra
 device (the DDP strategy, its process group and gradient hooks), against the same stage under
 `trainer=gpu` (no DDP wrapper), in the same process: the mean of `ROUNDS` runs of each, alternating
 which goes first; ratio = DDP / plain, target >= 0.9 (the DDP path costs at most 10% on one GPU). Both runs are the real `cofee-pretrain stage=all`
-code path (`cofee.pretrain.run_curriculum`) with the packaged MiniLM, bf16-mixed, `STEPS` training
+code path (`cofee.pipeline.curriculum.run_curriculum`) with the packaged MiniLM, bf16-mixed, `STEPS` training
 batches an epoch (stage defaults otherwise: batch 16, ESI one epoch, NEE and FET two), on the
 anchor corpus, gazetteer and labelled corpus of the gensim sample in benchmarks/work (built when
 missing, as the other benchmarks do). Timing: from the end of the `WARMUP`-th batch of every epoch
@@ -76,8 +76,8 @@ def curriculum_throughput(overrides: list[str], out_dir: Path, warmup: int = WAR
     """tokens/s per stage of `cofee-pretrain stage=all <overrides>` into a fresh `out_dir`."""
     from hydra import compose, initialize_config_module
 
-    from cofee import pretrain
     from cofee.config import validate
+    from cofee.pipeline import curriculum
 
     with initialize_config_module(config_module="cofee.conf", version_base="1.3"):
         cfg = validate(
@@ -95,7 +95,7 @@ def curriculum_throughput(overrides: list[str], out_dir: Path, warmup: int = WAR
             )
         )
     timers = {stage: StageThroughput(warmup) for stage in STAGES}
-    builders = dict(pretrain.STAGE_BUILDERS)
+    builders = dict(curriculum.STAGE_BUILDERS)
 
     def timed(stage, build):
         def builder(*args, **kwargs):
@@ -106,10 +106,10 @@ def curriculum_throughput(overrides: list[str], out_dir: Path, warmup: int = WAR
 
     try:
         for stage in STAGES:
-            pretrain.STAGE_BUILDERS[stage] = timed(stage, builders[stage])
-        pretrain.run_curriculum(cfg)
+            curriculum.STAGE_BUILDERS[stage] = timed(stage, builders[stage])
+        curriculum.run_curriculum(cfg)
     finally:
-        pretrain.STAGE_BUILDERS.update(builders)
+        curriculum.STAGE_BUILDERS.update(builders)
     return {stage: timers[stage].tokens_per_s for stage in STAGES}
 
 

@@ -15,12 +15,12 @@ import torch
 from torch.utils.data import DataLoader
 
 from benchmarks.common import WORK, figure, write_results
-from cofee.alignment import encode_sentences
+from cofee.config import AnchorBuildConfig, EncoderConfig, OptimConfig
+from cofee.data.alignment import encode_sentences
+from cofee.data.wiki.build_anchors import build_anchor_corpus, default_dump_path, iter_corpus
 from cofee.data_modules.batching import LengthBucketBatchSampler, WindowCollator
-from cofee.encoder import EncoderConfig, load_encoder, load_tokenizer
-from cofee.stages.base import OptimConfig
+from cofee.models.encoder import load_encoder, load_tokenizer
 from cofee.stages.esi import ENTITY_TYPE, ESIModule
-from cofee.wiki.build_anchors import AnchorBuildConfig, build_anchor_corpus, default_dump_path, iter_corpus
 
 STEPS = 12  # timed steps per trial
 WARMUP = 2

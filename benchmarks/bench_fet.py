@@ -35,15 +35,21 @@ import pytorch_lightning as pl
 import torch
 
 from benchmarks.common import WORK, figure, write_results
-from cofee.alignment import special_tokens
 from cofee.callbacks.cluster_refresh import ClusterRefreshCallback
-from cofee.config import AnchorDataConfig
+from cofee.clustering.kmeans import ClusterConfig
+from cofee.config import (
+    AnchorBuildConfig,
+    AnchorDataConfig,
+    EncoderConfig,
+    FETClusterConfig,
+    GazetteerDataConfig,
+    OptimConfig,
+)
+from cofee.data.alignment import special_tokens
+from cofee.data.wiki.build_anchors import build_anchor_corpus, default_dump_path
 from cofee.data_modules.cluster_spans import ClusterDataModule
-from cofee.encoder import EncoderConfig, load_encoder, load_tokenizer
-from cofee.gazetteer.config import GazetteerDataConfig
-from cofee.stages.base import OptimConfig
-from cofee.stages.fet import FETClusterConfig, FETModule
-from cofee.wiki.build_anchors import AnchorBuildConfig, build_anchor_corpus, default_dump_path
+from cofee.models.encoder import load_encoder, load_tokenizer
+from cofee.stages.fet import FETModule
 
 SENTENCES = 400
 SEED = 13
@@ -83,7 +89,9 @@ def one_run(dm: ClusterDataModule, tokenizer, features: str) -> dict:
         k=cluster.k,
         suffix_len=len(special_tokens(tokenizer)[1]),
     )
-    refresh = ClusterRefreshCallback(cluster.build(SEED), every_n_epochs=1, seed=SEED, features=features)
+    refresh = ClusterRefreshCallback(
+        ClusterConfig.from_stage(cluster, SEED), every_n_epochs=1, seed=SEED, features=features
+    )
     trainer = pl.Trainer(
         accelerator="cpu",
         max_epochs=2,

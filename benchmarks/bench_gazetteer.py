@@ -17,10 +17,10 @@ import statistics
 import time
 
 from benchmarks.common import WORK, figure, write_results
-from cofee.gazetteer.build import build_gazetteer, load_gazetteer
-from cofee.gazetteer.config import GazetteerBuildConfig, MatchConfig
-from cofee.gazetteer.matcher import GazetteerMatcher
-from cofee.wiki.build_anchors import AnchorBuildConfig, build_anchor_corpus, default_dump_path, iter_corpus
+from cofee.config import AnchorBuildConfig, GazetteerBuildConfig, MatchConfig
+from cofee.data.gazetteer.build import build_gazetteer, load_gazetteer
+from cofee.data.gazetteer.matcher import GazetteerMatcher
+from cofee.data.wiki.build_anchors import build_anchor_corpus, default_dump_path, iter_corpus
 
 ROUNDS = 5  # trials alternate between the two matchers, so load changes on a shared machine hit both
 TOKEN_RE = re.compile(r"\w+|[^\w\s]")

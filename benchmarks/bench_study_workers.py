@@ -26,7 +26,7 @@ from hydra import compose, initialize_config_module
 from benchmarks.common import WORK, figure, write_results
 from cofee.config import validate_study
 from cofee.data_modules.gold_ner import splits_from_config
-from cofee.study import run_study
+from cofee.experiments.study import run_study
 
 NAME = "study_workers"
 JOBS = 4

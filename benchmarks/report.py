@@ -1,4 +1,4 @@
-"""Render benchmarks/results/*.json as the README's benchmark table (between the bench markers)."""
+"""Render benchmarks/results/*.json as the table of benchmarks/README.md (between the bench markers)."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import json
 import sys
 
 from benchmarks.common import RESULTS
-from cofee.cli.common import user_errors
-from cofee.io_utils import replace_marked_block
+from cofee.utils.errors import user_errors
+from cofee.utils.io import replace_marked_block
 
 
 def table() -> str:
@@ -29,4 +29,4 @@ if __name__ == "__main__":
     with user_errors("benchmarks.report"):
         body = table()
         print(body)
-        replace_marked_block(sys.argv[1] if len(sys.argv) > 1 else "README.md", "bench", body)
+        replace_marked_block(sys.argv[1] if len(sys.argv) > 1 else "benchmarks/README.md", "bench", body)

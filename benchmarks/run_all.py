@@ -7,6 +7,7 @@ import json
 import sys
 
 BENCHMARKS = [
+    "benchmarks.bench_cli_startup",
     "benchmarks.bench_build_anchors",
     "benchmarks.bench_esi",
     "benchmarks.bench_clustering",

@@ -31,10 +31,10 @@ import pytorch_lightning as pl
 import torch
 
 from cofee.clustering.distributed import PseudoLabels, cluster_distributed, gather_features
-from cofee.clustering.features import SpanFeatures, extract_span_features
+from cofee.clustering.features import SpanFeatures, SpanFeatureStore, extract_span_features
 from cofee.clustering.kmeans import ClusterConfig, ClusteringError, derive_seed
 from cofee.clustering.quality import nmi, purity
-from cofee.stages.fet import REFRESH_FEATURES, SpanFeatureStore
+from cofee.config import REFRESH_FEATURES
 
 log = logging.getLogger(__name__)
 

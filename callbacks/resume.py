@@ -5,7 +5,8 @@ random stream that does not depend on where the run was stopped.
   optimizer steps (a preempted run loses at most N steps) and one at every epoch end (after the
   epoch-end callbacks: a cluster refresh is in it). Lightning 2.6 writes `save_last` at epoch end
   only together with a top-k save, so both save "top-1 without a monitor" under the name `last`
-  (PITFALLS.md); the version counter is off, so the file is replaced, never `last-v1.ckpt`.
+  (docs/design.md, "Lightning and resuming"); the version counter is off, so the file is replaced,
+  never `last-v1.ckpt`.
 - `AtomicCheckpointIO`: the checkpoint is written next to its target and renamed into place, so a
   job killed while saving keeps the previous `last.ckpt` whole (Lightning's own save stages the file
   in the system temp folder and, when that is another file system, copies it into place).
@@ -17,11 +18,15 @@ random stream that does not depend on where the run was stopped.
 - `LoaderPositionCallback`: Lightning 2.6 hands a stateful train loader its saved position only
   when it builds the loader after the restore (`FitLoop.setup_data`). A `configure_optimizers` that
   reads `trainer.estimated_stepping_batches` (every stage's schedule does) builds it before, and the
-  position would be dropped: the resumed epoch would replay its first batches. This applies it at
-  train start, before the first batch is drawn (the loader's iterator is lazy).
+  position would be dropped: the resumed epoch would replay its first batches (Lightning issue
+  20550). The callback keeps the position in its own checkpoint state (`state_dict` /
+  `load_state_dict`, restored before the loader is built) and hands it to the train loader at train
+  start, before the first batch is drawn (the loader's iterator is lazy). Where Lightning restored it
+  already, this sets the same position again.
 
-The batch order is restored by the loader (`cofee.data_modules.batching.ResumableLoader`); callback
-states (self-training relabels, cluster labels), optimizer, scheduler, epoch and step by Lightning.
+The batch order is restored by the loader (`cofee.data_modules.batching.ResumableLoader`, a torchdata
+`StatefulDataLoader`); callback states (self-training relabels, cluster labels), optimizer,
+scheduler, epoch and step by Lightning.
 """
 
 from __future__ import annotations
@@ -90,7 +95,39 @@ class StepSeedCallback(pl.Callback):
 
 
 class LoaderPositionCallback(pl.Callback):
+    """Saves the train loader's position with the callback states and gives it back at train start.
+
+    Public hooks only: `state_dict` is called on every checkpoint save (the trainer is kept from
+    `setup`), `load_state_dict` on a restore (before `configure_optimizers`), `on_train_start` after
+    the train loader is built and before its first batch. A train loader is one with `state_dict` and
+    `load_state_dict` (`ResumableLoader`); any other is left alone.
+    """
+
+    def __init__(self) -> None:
+        self._trainer: pl.Trainer | None = None
+        self._position: dict | None = None  # restored, not yet handed to the loader
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        self._trainer = trainer
+
+    def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        self._trainer = None
+
+    @staticmethod
+    def _loader(trainer: pl.Trainer | None):
+        loader = trainer.train_dataloader if trainer is not None else None
+        stateful = all(callable(getattr(loader, name, None)) for name in ("state_dict", "load_state_dict"))
+        return loader if stateful else None
+
+    def state_dict(self) -> dict[str, Any]:
+        loader = self._loader(self._trainer)
+        return {"position": loader.state_dict()} if loader is not None else {}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._position = state_dict.get("position")
+
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        loop = trainer.fit_loop
-        if getattr(loop, "_combined_loader_states_to_load", None):
-            loop._load_combined_loader_states()  # no-op unless restarting inside an epoch
+        position, self._position = self._position, None
+        loader = self._loader(trainer)
+        if position is not None and loader is not None:
+            loader.load_state_dict(position)

@@ -4,18 +4,18 @@ At the start of every epoch after the first, the model as it stands (the teacher
 more round than the labels it is about to replace) predicts a seeded random share of the training
 windows; each word whose top label has probability >= `threshold` takes that label, the rest keep
 their distant label. The relabelled windows are stored in the checkpoint, so a resumed run trains on
-exactly the labels an uninterrupted one would.
+exactly the labels an uninterrupted one would. The teacher reads the windows through the training
+loader's own collator (`trainer.train_dataloader.collate_fn`), so they are batched as in training.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 import pytorch_lightning as pl
 import torch
-
-from cofee.data_modules.batching import WindowCollator
 
 
 class SelfTrainingCallback(pl.Callback):
@@ -66,12 +66,14 @@ class SelfTrainingCallback(pl.Callback):
         windows = trainer.datamodule.train_windows
         rng = np.random.default_rng([self.seed, epoch])
         chosen = sorted(rng.choice(len(windows), size=math.ceil(self.rate * len(windows)), replace=False))
-        changed = self._relabel(pl_module, windows, chosen, trainer.datamodule.tokenizer.pad_token_id)
+        changed = self._relabel(pl_module, windows, chosen, trainer.train_dataloader.collate_fn)
         self.rounds.append({"epoch": epoch, "windows": len(chosen), "changed_words": changed})
         self._log_round(pl_module, changed)
 
-    def _relabel(self, pl_module: pl.LightningModule, windows: list, chosen: list[int], pad_id: int) -> int:
-        collate = WindowCollator(pad_id)
+    def _relabel(
+        self, pl_module: pl.LightningModule, windows: list, chosen: list[int], collate: Callable
+    ) -> int:
+        """Relabel the `chosen` windows in place; `collate` batches a list of windows."""
         was_training = pl_module.training
         pl_module.eval()
         changed = 0

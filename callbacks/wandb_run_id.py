@@ -2,7 +2,7 @@
 
 `read_run_id(last.ckpt)` gives it back before the logger is built; the logger then passes
 `id=<stored>` with `resume="allow"` (online, the same run continues; offline, wandb writes a second
-folder with the same id, PITFALLS.md).
+folder with the same id; docs/design.md, "Weights & Biases").
 """
 
 from __future__ import annotations
@@ -10,10 +10,18 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytorch_lightning as pl
-
-from cofee.loggers import run_id
+from pytorch_lightning.loggers import WandbLogger
 
 CHECKPOINT_KEY = "wandb_run_id"
+
+
+def run_id(logger) -> str | None:
+    """The id of the W&B run behind a logger (or a list of loggers), or None when there is none."""
+    loggers = logger if isinstance(logger, list | tuple) else [logger]
+    for item in loggers:
+        if isinstance(item, WandbLogger):
+            return item.version
+    return None
 
 
 class WandbRunIdCallback(pl.Callback):

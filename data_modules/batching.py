@@ -6,13 +6,21 @@ the order stays random. The sampler is seeded by (seed, epoch) and shards itself
 training shards are padded with repeated batches so every rank takes the same number of steps;
 evaluation shards are not (no window is scored twice; ranks may run one batch more or less).
 
-Resuming mid-epoch (PITFALLS.md): Lightning 2.x restores its batch counter but restarts a plain
-DataLoader from its first batch, and never calls `set_epoch` on a batch sampler (only on
-`loader.sampler` and `loader.batch_sampler.sampler`). `ResumableLoader` is a stateful loader
-(`state_dict` / `load_state_dict`, which Lightning checkpoints and restores for the train loader):
-it counts the batches it handed out this epoch, and a restored loader skips exactly those (see
-`cofee.callbacks.resume.LoaderPositionCallback` for when Lightning would drop that state). Its
-iterator is lazy, so the epoch Lightning sets after a restore applies before the first batch.
+Resuming mid-epoch (docs/design.md, "Lightning and resuming"): Lightning 2.x restores its batch
+counter but restarts a plain DataLoader from its first batch, and never calls `set_epoch` on a batch
+sampler (only on `loader.sampler` and `loader.batch_sampler.sampler`).
+
+- `LengthBucketBatchSampler` is stateful in torchdata's sense (`state_dict` / `load_state_dict`):
+  its state is its position, the batches of the epoch its iterator handed out on this rank. A
+  restored sampler's next iteration of that epoch skips them; `set_epoch` to another epoch drops the
+  position. Its iterator is lazy: epoch and position are read at the first batch.
+- `ResumableLoader` is a torchdata `StatefulDataLoader`, which calls the sampler's `state_dict` with
+  every batch it hands out (in worker processes, batches are fetched ahead: torchdata keeps the
+  sampler state that goes with the last batch handed out). Its checkpointed state is that sampler
+  state, so a checkpoint does not depend on the number of worker processes. Lightning saves it with
+  the train loop (`state_dict` of a stateful train loader) and restores it when it builds the loader
+  after the restore; `cofee.callbacks.resume.LoaderPositionCallback` restores it through public
+  callback hooks when the loader was built before (Lightning issue 20550).
 """
 
 from __future__ import annotations
@@ -23,8 +31,9 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Sampler
+from torchdata.stateful_dataloader import StatefulDataLoader
 
-from cofee.alignment import IGNORE_INDEX, EncodedWindow
+from cofee.data.alignment import IGNORE_INDEX, EncodedWindow
 
 
 def _world() -> tuple[int, int]:
@@ -57,11 +66,9 @@ class LengthBucketBatchSampler(Sampler[list[int]]):
         # DDP: pad shards to equal length (training: every rank must step together); default = shuffle
         self.equal_shards = shuffle if equal_shards is None else equal_shards
         self.epoch = 0
-        self.consumed = 0  # batches of this epoch handed out (counted by ResumableLoader)
-        self.skip = 0  # leading batches an iteration leaves out (set by ResumableLoader on a resume)
-        self._resume: tuple[int, int, int] | None = (
-            None  # (epoch, batches handed out, world) from a checkpoint
-        )
+        self.consumed = 0  # batches of `epoch` the latest iteration handed out (a resumed one: skipped too)
+        # a restored position not yet applied: (epoch, batches handed out, number of ranks then)
+        self._resume: tuple[int, int, int] | None = None
 
     @property
     def sampler(self) -> LengthBucketBatchSampler:
@@ -70,22 +77,28 @@ class LengthBucketBatchSampler(Sampler[list[int]]):
         return self
 
     def set_epoch(self, epoch: int) -> None:
+        if epoch != self.epoch:  # a position belongs to its epoch
+            self.consumed, self._resume = 0, None
         self.epoch = epoch
 
-    # -- checkpointed position ------------------------------------------------------------------
+    # -- position (torchdata `Stateful`) ---------------------------------------------------------
     def state_dict(self) -> dict:
+        if self._resume is not None:  # restored, not iterated since: the position as it was saved
+            epoch, consumed, world = self._resume
+            return {"epoch": epoch, "consumed": consumed, "seed": self.seed, "world": world}
         return {"epoch": self.epoch, "consumed": self.consumed, "seed": self.seed, "world": _world()[1]}
 
     def load_state_dict(self, state: dict) -> None:
-        """The next iteration of `state['epoch']` skips the batches it had handed out; an iteration
-        of any other epoch (Lightning moved on: the epoch had ended) starts from its first batch."""
+        """The next iteration of `state['epoch']` skips the batches it had handed out; `set_epoch`
+        to any other epoch before it starts (Lightning moved on: the epoch had ended) drops them."""
         self.epoch = int(state["epoch"])
-        self._resume = (self.epoch, int(state.get("consumed", 0)), int(state.get("world", 1)))
+        self.consumed = int(state.get("consumed", 0))
+        self._resume = (self.epoch, self.consumed, int(state.get("world", 1)))
 
-    def take_resume_skip(self) -> int:
-        """The batches the coming iteration must skip: those a restored checkpoint had handed out
-        of this same epoch, once; 0 otherwise. Resumed on another number of ranks, each rank skips
-        its share of the batches all ranks had taken (approximately: shards are cut anew)."""
+    def _resume_skip(self) -> int:
+        """The batches the starting iteration skips: those a restored position had handed out of this
+        same epoch, once; 0 otherwise. Resumed on another number of ranks, each rank skips its share
+        of the batches all ranks had taken (approximately: shards are cut anew)."""
         resume, self._resume = self._resume, None
         if resume is None or resume[0] != self.epoch:
             return 0
@@ -93,6 +106,7 @@ class LengthBucketBatchSampler(Sampler[list[int]]):
         now = _world()[1]
         return consumed if world == now else consumed * world // now
 
+    # -- batches ----------------------------------------------------------------------------------
     def _world_batches(self, world: int) -> list[list[int]]:
         if world > 1 and not self.equal_shards:
             # evaluation: smaller batches when there are fewer than ranks, so no rank is left empty
@@ -131,7 +145,13 @@ class LengthBucketBatchSampler(Sampler[list[int]]):
         return batches
 
     def __iter__(self) -> Iterator[list[int]]:
-        return iter(self.rank_batches()[self.skip :])
+        # a generator: nothing runs before the first batch is asked for, so an epoch or position set
+        # after `iter()` (torch calls it when it builds a loader iterator) still applies
+        start = self._resume_skip()
+        self.consumed = start
+        for batch in self.rank_batches()[start:]:
+            self.consumed += 1
+            yield batch
 
     def __len__(self) -> int:
         _, world = _world()
@@ -142,36 +162,56 @@ class LengthBucketBatchSampler(Sampler[list[int]]):
         return math.ceil(count / world)
 
 
-class ResumableLoader(DataLoader):
-    """A DataLoader whose position within the epoch is saved in Lightning checkpoints.
+# torchdata's state layout: with worker processes, the main process's state with the last batch
+# handed out is in a snapshot (taken with every batch: `snapshot_every_n_steps=1`)
+_SNAPSHOT, _MAIN_SNAPSHOT, _STEPS_SINCE_SNAPSHOT = "_snapshot", "_main_snapshot", "_steps_since_snapshot"
+_INDEX_SAMPLER_STATE = "_index_sampler_state"
 
-    Lightning stores `state_dict()` of a stateful train loader in `last.ckpt` and calls
-    `load_state_dict` on the new loader before it iterates (`FitLoop.setup_data`). The count is of
-    batches returned by this loader's iterator, so batches that worker processes prefetched but
-    training never saw are not counted. The iterator starts the underlying one at its first
-    `next()`: Lightning creates it before it calls `set_epoch` on a restore, and a self-training
-    round relabels windows at epoch start, which worker processes must see.
+
+class ResumableLoader(StatefulDataLoader):
+    """A `StatefulDataLoader` whose state is its batch sampler's position at the last batch handed out.
+
+    Lightning saves `state_dict()` of a stateful train loader in its checkpoints and calls
+    `load_state_dict` on the loader it builds after the restore (`LoaderPositionCallback` does when
+    the loader was built before). The state is the sampler's (`LengthBucketBatchSampler.state_dict`),
+    as torchdata recorded it with the last batch the loader returned: batches that worker processes
+    fetched ahead and training never saw are not in it. `load_state_dict` hands the position to the
+    sampler at once. The loader's iterator starts torchdata's at its first `next()`: Lightning creates
+    it before it calls `set_epoch`, and a self-training round relabels windows at epoch start (a
+    resumed run at train start), which worker processes must see.
     """
 
-    def __iter__(self) -> Iterator:
-        return self._counted()
+    def __init__(self, *args, **kwargs):
+        if kwargs.get("snapshot_every_n_steps", 1) != 1 or not kwargs.get("in_order", True):
+            raise ValueError("ResumableLoader needs snapshot_every_n_steps=1 and in_order=True")
+        super().__init__(*args, **kwargs)
+        if not callable(getattr(self.batch_sampler, "load_state_dict", None)):
+            raise TypeError(f"{type(self.batch_sampler).__name__} has no state_dict / load_state_dict")
+        self._started = False  # whether an iterator of this loader has started since the last restore
 
-    def _counted(self) -> Iterator:
-        sampler = self.batch_sampler
-        # torch may call iter(batch_sampler) more than once while it builds a worker iterator
-        sampler.skip = sampler.consumed = sampler.take_resume_skip()
-        try:
-            batches = super().__iter__()
-        finally:
-            sampler.skip = 0
-        for batch in batches:
-            sampler.consumed += 1
-            yield batch
+    def __iter__(self) -> Iterator:
+        return self._deferred()
+
+    def _deferred(self) -> Iterator:
+        batches = super().__iter__()
+        self._started = True
+        yield from batches
 
     def state_dict(self) -> dict:
-        return self.batch_sampler.state_dict()
+        if not self._started:  # nothing handed out since the restore (or ever): the sampler's position
+            return self.batch_sampler.state_dict()
+        state = super().state_dict()
+        if _SNAPSHOT in state:
+            if state[_STEPS_SINCE_SNAPSHOT]:
+                raise RuntimeError("torchdata's state is not from the last batch handed out")
+            state = state[_SNAPSHOT][_MAIN_SNAPSHOT]
+        if _INDEX_SAMPLER_STATE not in state:
+            raise RuntimeError(f"no batch sampler state in the torchdata state (keys {sorted(state)})")
+        return state[_INDEX_SAMPLER_STATE]
 
     def load_state_dict(self, state: dict) -> None:
+        super().load_state_dict({})  # drops a started iterator; the next one starts from the sampler
+        self._started = False
         self.batch_sampler.load_state_dict(state)
 
 

@@ -7,7 +7,7 @@ per window, aligned with `spans`); the FET module looks each span's current pseu
 no dataloader has to be rebuilt when the clusters change (Lightning does not restore the
 `reload_dataloaders_every_n_epochs` schedule on resume). Per span id the module keeps the coarse type
 and, where the labelled corpus has one, the fine type and the span's source: the reference the
-clusters are scored against (`cofee.stages.fet_eval`), never a training signal.
+clusters are scored against (`cofee.experiments.fet_eval`), never a training signal.
 """
 
 from __future__ import annotations
@@ -16,15 +16,14 @@ from collections.abc import Sequence
 
 from torch.utils.data import DataLoader
 
-from cofee.alignment import EncodedWindow
-
-from .batching import window_loader
-from .gazetteer_labelled import GazetteerDataModule
+from cofee.data.alignment import EncodedWindow
+from cofee.data_modules.batching import window_loader
+from cofee.data_modules.gazetteer_labelled import GazetteerDataModule
 
 
 def span_records(window: EncodedWindow, records: Sequence[Sequence]) -> list[list | None]:
     """For each span of `window`, the labelled-corpus span it was encoded from, or None (a span the
-    parent head marked). A corpus span maps onto the words it overlaps (`cofee.alignment`); the first
+    parent head marked). A corpus span maps onto the words it overlaps (`cofee.data.alignment`); the first
     one, in corpus order, that maps onto exactly a window span's words is that span's record."""
     chars = window.word_char_spans
     found: list[list | None] = []

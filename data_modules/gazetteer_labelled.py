@@ -20,15 +20,14 @@ import torch
 from tqdm.auto import tqdm
 from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
-from cofee.alignment import AlignmentStats, EncodedWindow, encode_sentences
-from cofee.gazetteer.config import GazetteerDataConfig
-from cofee.gazetteer.label import iter_labelled, load_labelled_manifest
-from cofee.gazetteer.pipeline import prepare_labelled_corpus
-from cofee.partial_labels import UNKNOWN_TYPE, extended_labels
-from cofee.tagging import spans_to_tags
-
-from .batching import TrainValWindowLoaders, WindowCollator
-from .wiki_anchor import is_dev_page
+from cofee.config import GazetteerDataConfig
+from cofee.data.alignment import AlignmentStats, EncodedWindow, encode_sentences
+from cofee.data.gazetteer.label import iter_labelled, load_labelled_manifest
+from cofee.data.gazetteer.pipeline import prepare_labelled_corpus
+from cofee.data.tagging import spans_to_tags
+from cofee.data_modules.batching import TrainValWindowLoaders, WindowCollator
+from cofee.data_modules.wiki_anchor import is_dev_page
+from cofee.models.partial_labels import UNKNOWN_TYPE, extended_labels
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +126,7 @@ class GazetteerDataModule(TrainValWindowLoaders, pl.LightningDataModule):
 
     def mark_esi_spans(self, windows: list[EncodedWindow]) -> int:
         """Spans the parent's ESI head finds on words labelled O become unknown-type entities."""
-        from cofee.export import load_export_head, load_exported_encoder
+        from cofee.models.export import load_export_head, load_exported_encoder
 
         encoder, _ = load_exported_encoder(self.esi_export)
         head = load_export_head(self.esi_export, encoder.config.hidden_size)

@@ -1,6 +1,6 @@
 """GoldNERDataModule: human-annotated NER (CoNLL, JSONL, Chinese characters) for fine-tuning.
 
-The split files are fixed on disk (`cofee.gold.splits.ensure_split`); this module takes a seeded
+The split files are fixed on disk (`cofee.data.gold.splits.ensure_split`); this module takes a seeded
 training subset (a fraction, nested across fractions, or k shots per type) and serves windows of
 gold tokens, so every prediction maps back to one gold token.
 """
@@ -14,12 +14,11 @@ import pytorch_lightning as pl
 from torch.utils.data import DataLoader
 from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
-from cofee.alignment import AlignmentStats, EncodedWindow, encode_pretokenized
-from cofee.gold.readers import GoldSentence, entity_type_counts, read_gold
-from cofee.gold.splits import ensure_split, fraction_subsets, kshot_subset
-from cofee.io_utils import atomic_write_text
-
-from .batching import window_loader
+from cofee.data.alignment import AlignmentStats, EncodedWindow, encode_pretokenized
+from cofee.data.gold.readers import GoldSentence, entity_type_counts, read_gold
+from cofee.data.gold.splits import ensure_split, fraction_subsets, kshot_subset
+from cofee.data_modules.batching import window_loader
+from cofee.utils.io import atomic_write_text
 
 
 @dataclass
@@ -55,7 +54,7 @@ def load_gold_splits(
             if not f
         ]
         if missing:
-            from cofee.errors import ConfigError
+            from cofee.utils.errors import ConfigError
 
             raise ConfigError(f"data.{missing[0]}", "give train, dev and test files together")
         return GoldSplits(*(read_gold(f, scheme=scheme) for f in (train_file, dev_file, test_file)))
@@ -70,7 +69,7 @@ def load_gold_splits(
 
 
 def splits_from_config(data, scheme: str) -> GoldSplits:
-    """`load_gold_splits` from a `data` config section (conf/data/wnut16.yaml)."""
+    """`load_gold_splits` from a `data` config section (GoldDataConfig in src/config.py)."""
     return load_gold_splits(
         data.source, data.split_dir, scheme, data.split_seed, data.train_file, data.dev_file, data.test_file
     )

@@ -14,17 +14,11 @@ import numpy as np
 import pytorch_lightning as pl
 from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
-from cofee.alignment import AlignmentStats, EncodedWindow, encode_sentences
-from cofee.io_utils import stable_hash
-from cofee.wiki.build_anchors import (
-    AnchorBuildConfig,
-    build_anchor_corpus,
-    default_dump_path,
-    iter_corpus,
-    load_manifest,
-)
-
-from .batching import TrainValWindowLoaders
+from cofee.config import AnchorBuildConfig
+from cofee.data.alignment import AlignmentStats, EncodedWindow, encode_sentences
+from cofee.data.wiki.build_anchors import build_anchor_corpus, default_dump_path, iter_corpus, load_manifest
+from cofee.data_modules.batching import TrainValWindowLoaders
+from cofee.utils.io import stable_hash
 
 log = logging.getLogger(__name__)
 

@@ -11,6 +11,6 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 __version__ = "0.1.0"
 
 # `${cofee.run_dir:...}` and `${cofee.hydra_subdir:...}` in conf/pretrain.yaml (resume=<run folder>)
-from .run_folder import register_resolvers  # noqa: E402
+from cofee.pipeline.run_folder import register_resolvers  # noqa: E402
 
 register_resolvers()

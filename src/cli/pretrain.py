@@ -11,28 +11,27 @@ from __future__ import annotations
 import json
 import logging
 
-import hydra
 from omegaconf import DictConfig
 
+from cofee.cli.entry import hydra_command
 from cofee.config import validate
-
-from .common import user_errors
+from cofee.utils.errors import user_errors
 
 log = logging.getLogger("cofee-pretrain")
 
 
-@hydra.main(version_base="1.3", config_path="pkg://cofee.conf", config_name="pretrain")
+@hydra_command("pretrain", "cofee-pretrain")
 def main(cfg: DictConfig) -> None:
     with user_errors("cofee-pretrain"):
         if cfg.get("resume"):
             from hydra.core.hydra_config import HydraConfig
 
-            from cofee.run_folder import resumed_config
+            from cofee.pipeline.run_folder import resumed_config
 
             cfg = resumed_config(cfg, list(HydraConfig.get().overrides.task))
             log.info("resuming the run in %s with its saved config", cfg.paths.output_dir)
         root = validate(cfg)
-        from cofee.pretrain import run_curriculum  # heavy imports after the config is known good
+        from cofee.pipeline.curriculum import run_curriculum  # heavy imports after the config is known good
 
         results = run_curriculum(root)
         for stage, manifest in results.items():

@@ -1,27 +1,24 @@
-"""`cofee-study`: the low-resource study (see conf/study.yaml); writes CSV, README table and plot."""
+"""`cofee-study`: the low-resource study (see conf/study.yaml); writes CSV, Markdown table and plot."""
 
 from __future__ import annotations
 
 import logging
 from pathlib import Path
 
-import hydra
 from omegaconf import DictConfig
 
+from cofee.cli.entry import hydra_command
 from cofee.config import validate_study
-from cofee.errors import ConfigError
-
-from .common import user_errors
+from cofee.utils.errors import ConfigError, user_errors
 
 log = logging.getLogger("cofee-study")
 
 
-@hydra.main(version_base="1.3", config_path="pkg://cofee.conf", config_name="study")
+@hydra_command("study", "cofee-study")
 def main(cfg: DictConfig) -> None:
     with user_errors("cofee-study"):
         study = validate_study(cfg)
-        from cofee.io_utils import check_marked_block
-        from cofee.study import (
+        from cofee.experiments.study import (
             current_rows,
             markdown_table,
             merge_results,
@@ -31,6 +28,7 @@ def main(cfg: DictConfig) -> None:
             update_readme,
             write_plot,
         )
+        from cofee.utils.io import check_marked_block
 
         if study.readme:
             check_marked_block(study.readme, "study")  # before hours of fine-tuning, not after
@@ -56,7 +54,7 @@ def main(cfg: DictConfig) -> None:
         )
         if study.readme:
             update_readme(Path(study.readme), table, settings)
-            log.info("README table updated")
+            log.info("table updated in %s", study.readme)
         print(table)
 
 

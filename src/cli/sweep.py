@@ -3,7 +3,9 @@
     cofee-sweep conf/sweep/finetune.yaml --count 8      # or: make sweep SWEEP=... COUNT=8
 
 The same YAML works online, unchanged: `wandb sweep conf/sweep/finetune.yaml`, then `wandb agent <id>`.
-Writes sweeps/<name>/results.csv (sorted by the sweep's metric), state.json and runs/<n>/ per run.
+Each run is a cofee-finetune process in its own folder, runs/<n>/ (`paths.output_dir`), and its metric
+is read from the results.json it writes there; a run that fails or writes none is a failed row with
+its reason. Writes sweeps/<name>/results.csv (sorted by the sweep's metric) and state.json.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .common import user_errors
+from cofee.utils.errors import user_errors
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -33,7 +35,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     with user_errors("cofee-sweep"):
-        from cofee.sweep import best_command, check_parameters, load_sweep, markdown_table, run_sweep
+        from cofee.experiments.sweep import (
+            best_command,
+            check_parameters,
+            load_sweep,
+            markdown_table,
+            run_sweep,
+        )
 
         sweep = load_sweep(args.sweep, args.name)
         if args.check:

@@ -8,9 +8,14 @@
 Nothing here depends on Lightning; FAISS is imported only when clustering runs.
 """
 
-from .distributed import PseudoLabels, cluster_distributed, dedup_sorted, gather_features
-from .features import SpanFeatures, extract_span_features, load_span_features, save_span_features
-from .kmeans import (
+from cofee.clustering.distributed import PseudoLabels, cluster_distributed, dedup_sorted, gather_features
+from cofee.clustering.features import (
+    SpanFeatures,
+    extract_span_features,
+    load_span_features,
+    save_span_features,
+)
+from cofee.clustering.kmeans import (
     ClusterConfig,
     ClusteringError,
     ClusterResult,
@@ -18,7 +23,7 @@ from .kmeans import (
     cluster_features,
     derive_seed,
 )
-from .quality import cluster_quality, nmi, purity, random_assignment_baseline
+from cofee.clustering.quality import cluster_quality, nmi, purity, random_assignment_baseline
 
 __all__ = [
     "ClusterConfig",

@@ -23,8 +23,8 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from .features import SpanFeatures
-from .kmeans import ClusterConfig, ClusteringError, ClusterResult, cluster_features
+from cofee.clustering.features import SpanFeatures
+from cofee.clustering.kmeans import ClusterConfig, ClusteringError, ClusterResult, cluster_features
 
 
 def _distributed() -> bool:

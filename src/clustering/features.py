@@ -1,10 +1,13 @@
 """Span features for clustering: pooled hidden states of every span, keyed by a global span id.
 
 `extract_span_features` runs the encoder over batches of the `WindowCollator` shape that also carry
-`span_ids` (one list per window, aligned with `spans`), pools each span (`cofee.span_pooling`) from a
+`span_ids` (one list per window, aligned with `spans`), pools each span (`cofee.models.span_pooling`) from a
 chosen layer, and returns float32 features with their int64 span ids, in the order the batches gave
 them. With `out_path` the features are streamed to disk and come back memory-mapped, so a corpus of
 millions of spans never sits in RAM twice.
+
+`SpanFeatureStore` keeps the newest vector of every training span in memory, by span id, with the
+epoch it was recorded in: FET writes into it while it trains, the cluster refresh reads it back.
 
 On disk (`save_span_features` / `load_span_features`): `<out_path>` is a `.npy` of float32 [N, D]
 (open it with `np.load(..., mmap_mode="r")`), `<stem>.span_ids.npy` beside it holds the int64 [N] ids.
@@ -26,8 +29,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..errors import InputFileError
-from ..span_pooling import pool_batch_spans, pooled_dim
+from cofee.models.span_pooling import pool_batch_spans, pooled_dim
+from cofee.utils.errors import InputFileError
 
 
 class SpanFeatures(NamedTuple):
@@ -40,6 +43,61 @@ class SpanFeatures(NamedTuple):
     @property
     def dim(self) -> int:
         return int(self.features.shape[1])
+
+
+class SpanFeatureStore:
+    """The newest pooled vector of every training span, by global span id, and the epoch it is from.
+
+    `epochs[i]`: -2 never seen, -1 from the extraction pass at train start, e >= 0 recorded in epoch e.
+    """
+
+    NEVER, EXTRACTED = -2, -1
+
+    def __init__(self, n_spans: int, dim: int):
+        self.features = torch.zeros((n_spans, dim), dtype=torch.float32)
+        self.epochs = torch.full((n_spans,), self.NEVER, dtype=torch.long)
+
+    def __len__(self) -> int:
+        return int(self.epochs.shape[0])
+
+    @property
+    def dim(self) -> int:
+        return int(self.features.shape[1])
+
+    def record(self, span_ids: torch.Tensor, features: torch.Tensor, epoch: int) -> None:
+        ids = span_ids.detach().cpu().long()
+        self.features[ids] = features.detach().float().cpu()
+        self.epochs[ids] = int(epoch)
+
+    def update(self, features: SpanFeatures, epoch: int) -> None:
+        if len(features):
+            self.record(
+                torch.from_numpy(features.span_ids), torch.from_numpy(np.asarray(features.features)), epoch
+            )
+
+    def _rows(self, mask: torch.Tensor) -> SpanFeatures:
+        rows = torch.nonzero(mask).squeeze(1)
+        return SpanFeatures(self.features[rows].numpy(), rows.numpy().astype(np.int64))
+
+    def recorded_in(self, epoch: int) -> SpanFeatures:
+        return self._rows(self.epochs == epoch)
+
+    def known(self) -> SpanFeatures:
+        """Every span with a vector, sorted by span id."""
+        return self._rows(self.epochs != self.NEVER)
+
+    def empty(self) -> SpanFeatures:
+        return SpanFeatures(np.zeros((0, self.dim), dtype=np.float32), np.zeros(0, dtype=np.int64))
+
+    def state_dict(self) -> dict:
+        return {"features": self.features.clone(), "epochs": self.epochs.clone()}
+
+    @classmethod
+    def from_state(cls, state: dict) -> SpanFeatureStore:
+        store = cls(0, 0)
+        store.features = state["features"].float().clone()
+        store.epochs = state["epochs"].long().clone()
+        return store
 
 
 def span_ids_path(out_path: str | Path) -> Path:
@@ -172,7 +230,7 @@ def extract_span_features(
     `layer` indexes the encoder's `hidden_states` (index 0 is the embeddings): -1 is the last layer,
     -2 the one below it (the CoFEE code used layer 11 of 12, i.e. -2). `device`: where the forward
     runs (default: the encoder's own device; the encoder is not moved). `suffix_len`: special tokens
-    after the text, see `cofee.span_pooling.span_token_ranges`. The encoder's train/eval flags are
+    after the text, see `cofee.models.span_pooling.span_token_ranges`. The encoder's train/eval flags are
     restored afterwards. Returns features in batch order; with `out_path`, memory-mapped from disk.
     """
     hidden_size = encoder.config.hidden_size

@@ -34,9 +34,8 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from ..errors import CofeeError, ConfigError
-
-CLASS_WEIGHTS = ("inverse_variance", "uniform")
+from cofee.config import CLASS_WEIGHTS, FETClusterConfig, bounded, check_bounds, gpu_flag
+from cofee.utils.errors import CofeeError, ConfigError
 
 
 class ClusteringError(CofeeError):
@@ -58,53 +57,51 @@ class TooFewSpansError(ClusteringError):
 
 @dataclass
 class ClusterConfig:
-    k: int = 23  # the CoFEE E-commerce run; choose per corpus
-    pca_dim: int | None = 128  # None or 0: no PCA (and no whitening); above the input dim: the input dim
+    k: int = bounded(23, ge=1)  # the CoFEE E-commerce run; choose per corpus
+    pca_dim: int | None = bounded(
+        128, ge=0
+    )  # None or 0: no PCA (and no whitening); above the input dim: the input dim
     eigen_power: float = -0.5  # -0.5 whitens, 0 only rotates
-    pca_max_train: int | None = 100_000  # PCA trains on a seeded sample of at most this many spans
+    pca_max_train: int | None = bounded(
+        100_000, ge=2
+    )  # PCA trains on a seeded sample of at most this many spans
     normalize: bool = True  # L2-normalise after PCA
-    niter: int = 60  # at most: FAISS stops early when the objective no longer changes
-    nredo: int = 1  # k-means restarts; FAISS keeps the best objective
+    niter: int = bounded(60, ge=1)  # at most: FAISS stops early when the objective no longer changes
+    nredo: int = bounded(1, ge=1)  # k-means restarts; FAISS keeps the best objective
     seed: int = 0  # k-means and PCA-sample seeds derive from (seed, epoch)
-    max_points_per_centroid: int | None = None  # None: train on every span (no silent subsampling)
+    max_points_per_centroid: int | None = bounded(
+        None, ge=1
+    )  # None: train on every span (no silent subsampling)
     class_weights: str = "inverse_variance"  # or "uniform"
     use_gpu: bool | str = "auto"  # "auto": GPU FAISS when one is there; True: require it; False: CPU
     gpu_device: int | None = None  # None: torch's current CUDA device (the local rank's under DDP)
     threads: int | None = None  # FAISS OpenMP threads for the call (None: FAISS's current setting)
     verbose: bool = False
 
+    @classmethod
+    def from_stage(cls, stage: FETClusterConfig, run_seed: int) -> ClusterConfig:
+        """FET's `cluster` block as a clustering config; its seed defaults to the run's."""
+        return cls(
+            k=stage.k,
+            pca_dim=stage.pca_dim,
+            eigen_power=stage.eigen_power,
+            niter=stage.niter,
+            nredo=stage.nredo,
+            seed=stage.seed if stage.seed is not None else run_seed,
+            class_weights=stage.class_weights,
+            use_gpu=stage.use_gpu,
+            threads=stage.threads,
+        )
+
     def validate(self, prefix: str = "cluster") -> None:
         """`ConfigError` naming `<prefix>.<field>` for a value that cannot work."""
-
-        def bad(name: str, message: str) -> ConfigError:
-            return ConfigError(f"{prefix}.{name}", message)
-
-        if self.k < 1:
-            raise bad("k", f"needs at least one cluster, got {self.k}")
-        if self.pca_dim is not None and self.pca_dim < 0:
-            raise bad("pca_dim", f"must be positive, 0 or null, got {self.pca_dim}")
-        if self.niter < 1:
-            raise bad("niter", f"must be positive, got {self.niter}")
-        if self.nredo < 1:
-            raise bad("nredo", f"must be positive, got {self.nredo}")
+        check_bounds(self, prefix)
         if self.class_weights not in CLASS_WEIGHTS:
-            raise bad("class_weights", f"'{self.class_weights}' is not one of {', '.join(CLASS_WEIGHTS)}")
-        if _gpu_flag(self.use_gpu) is None:
-            raise bad("use_gpu", f"must be auto, true or false, got {self.use_gpu!r}")
-        if self.pca_max_train is not None and self.pca_max_train < 2:
-            raise bad("pca_max_train", f"must be at least 2 or null, got {self.pca_max_train}")
-        if self.max_points_per_centroid is not None and self.max_points_per_centroid < 1:
-            raise bad(
-                "max_points_per_centroid", f"must be positive or null, got {self.max_points_per_centroid}"
+            raise ConfigError(
+                f"{prefix}.class_weights", f"'{self.class_weights}' is not one of {', '.join(CLASS_WEIGHTS)}"
             )
-
-
-def _gpu_flag(value) -> bool | str | None:
-    """Normalise use_gpu (Hydra may hand over strings): "auto", True, False; None when invalid."""
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    return {"auto": "auto", "true": True, "false": False, "gpu": True, "cpu": False}.get(text)
+        if gpu_flag(self.use_gpu) is None:
+            raise ConfigError(f"{prefix}.use_gpu", f"must be auto, true or false, got {self.use_gpu!r}")
 
 
 @dataclass
@@ -148,7 +145,7 @@ def _pick_gpu(cfg: ClusterConfig) -> int | None:
     """The GPU device to run FAISS on, or None for CPU."""
     import faiss
 
-    flag = _gpu_flag(cfg.use_gpu)
+    flag = gpu_flag(cfg.use_gpu)
     gpus = faiss.get_num_gpus() if hasattr(faiss, "get_num_gpus") else 0
     if flag is False or (flag == "auto" and gpus == 0):
         return None
@@ -209,8 +206,8 @@ def _class_weights(sizes: np.ndarray, variances: np.ndarray, scheme: str) -> np.
 def cluster_features(features: np.ndarray, cfg: ClusterConfig, epoch: int = 0) -> ClusterResult:
     """Cluster span features [N, D] into `cfg.k` pseudo-classes; rows keep their input order.
 
-    Runs in the calling process (FAISS threads and fork do not mix; PITFALLS.md), on CPU or the GPU
-    `_pick_gpu` chooses. Deterministic on CPU for a given (features, cfg, epoch) and thread count.
+    Runs in the calling process (FAISS threads and fork do not mix; docs/design.md, "FAISS"), on CPU or
+    the GPU `_pick_gpu` chooses. Deterministic on CPU for a given (features, cfg, epoch) and thread count.
     """
     import faiss
 

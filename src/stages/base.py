@@ -7,26 +7,16 @@ Metric keys read `<stage>/<split>/<metric>`, e.g. `esi/val/f1`.
 from __future__ import annotations
 
 import copy
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 
 import pytorch_lightning as pl
 import torch
 from torch import nn
 from transformers import PreTrainedModel, get_linear_schedule_with_warmup
 
-from cofee.heads import SpanHead
-from cofee.metrics import SpanF1
-
-
-@dataclass
-class OptimConfig:
-    lr: float = 5e-5
-    head_lr: float | None = None  # a fresh head often wants a larger rate than the encoder
-    weight_decay: float = 0.01
-    warmup_ratio: float = 0.1
-    # Forgetting control: MSE between the encoder's last hidden states and those of the frozen
-    # encoder it started from (DESIGN.md section 6). 0 disables it and keeps no frozen copy.
-    distill_weight: float = 0.0
+from cofee.config import OptimConfig
+from cofee.models.heads import SpanHead
+from cofee.models.metrics import SpanF1
 
 
 class StageModule(pl.LightningModule):

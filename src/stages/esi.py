@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from transformers import PreTrainedModel
 
-from cofee.heads import TaggingHead
-
-from .base import OptimConfig, StageModule
+from cofee.config import OptimConfig
+from cofee.models.heads import TaggingHead
+from cofee.stages.base import StageModule
 
 ENTITY_TYPE = "ENT"
 

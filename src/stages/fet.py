@@ -7,14 +7,14 @@ one). Each training step computes
            + lambda_cluster * class-weighted cross-entropy of the cluster head against the spans'
              current pseudo-labels (spans without one are ignored)
 
-The cluster head is a linear layer over pooled span vectors (`cofee.span_pooling`, `pooling`) taken
+The cluster head is a linear layer over pooled span vectors (`cofee.models.span_pooling`, `pooling`) taken
 from `feature_layer`, the same layer whose pooled vectors are clustered: the head learns to predict
 the clusters of the very representation it reads (DeepCluster). The default, -2 (the layer below the
 last), is the CoFEE code's choice (layer 11 of 12): the last layer is the typed head's and is pulled
 towards the coarse types.
 
 While it trains, the module writes each span's pooled vector (detached, float32, CPU) into a
-`SpanFeatureStore` by global span id, so `callbacks/cluster_refresh.py` can re-cluster what the epoch
+`SpanFeatureStore` (`cofee.clustering.features`) by global span id, so `callbacks/cluster_refresh.py` can re-cluster what the epoch
 already computed instead of running a second pass over the corpus. Those vectors come from a model
 in training mode (dropout on) that moves during the epoch: the price of a refresh that costs a few
 per cent of an epoch rather than a third. `FETStageConfig.refresh_features: extract` runs the exact
@@ -23,108 +23,18 @@ per cent of an epoch rather than a third. `FETStageConfig.refresh_features: extr
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import torch
 from torch import nn
 from transformers import PreTrainedModel
 
-from cofee.alignment import IGNORE_INDEX
 from cofee.clustering.distributed import PseudoLabels
-from cofee.clustering.features import SpanFeatures
-from cofee.clustering.kmeans import ClusterConfig
-from cofee.errors import ConfigError
-from cofee.span_pooling import check_pooling, pool_batch_spans, pooled_dim
-
-from .base import OptimConfig
-from .nee import NEEModule, NoiseConfig
-
-REFRESH_FEATURES = ("recorded", "extract")
-
-
-@dataclass
-class FETClusterConfig:
-    """The Hydra-facing part of `cofee.clustering.ClusterConfig` (`use_gpu` as a string)."""
-
-    k: int = 23  # the CoFEE E-commerce run; the default data has ~50 fine types, a dozen frequent
-    pca_dim: int | None = 128
-    eigen_power: float = -0.5
-    niter: int = 60
-    nredo: int = 1
-    seed: int | None = None  # null: the run's seed; each clustering derives its own from (seed, epoch)
-    class_weights: str = "inverse_variance"  # or uniform
-    use_gpu: str = "auto"  # auto | true | false
-    threads: int | None = None  # FAISS threads (null: FAISS's setting)
-
-    def build(self, run_seed: int) -> ClusterConfig:
-        cfg = ClusterConfig(
-            k=self.k,
-            pca_dim=self.pca_dim,
-            eigen_power=self.eigen_power,
-            niter=self.niter,
-            nredo=self.nredo,
-            seed=self.seed if self.seed is not None else run_seed,
-            class_weights=self.class_weights,
-            use_gpu=self.use_gpu,
-            threads=self.threads,
-        )
-        return cfg
-
-
-class SpanFeatureStore:
-    """The newest pooled vector of every training span, by global span id, and the epoch it is from.
-
-    `epochs[i]`: -2 never seen, -1 from the extraction pass at train start, e >= 0 recorded in epoch e.
-    """
-
-    NEVER, EXTRACTED = -2, -1
-
-    def __init__(self, n_spans: int, dim: int):
-        self.features = torch.zeros((n_spans, dim), dtype=torch.float32)
-        self.epochs = torch.full((n_spans,), self.NEVER, dtype=torch.long)
-
-    def __len__(self) -> int:
-        return int(self.epochs.shape[0])
-
-    @property
-    def dim(self) -> int:
-        return int(self.features.shape[1])
-
-    def record(self, span_ids: torch.Tensor, features: torch.Tensor, epoch: int) -> None:
-        ids = span_ids.detach().cpu().long()
-        self.features[ids] = features.detach().float().cpu()
-        self.epochs[ids] = int(epoch)
-
-    def update(self, features: SpanFeatures, epoch: int) -> None:
-        if len(features):
-            self.record(
-                torch.from_numpy(features.span_ids), torch.from_numpy(np.asarray(features.features)), epoch
-            )
-
-    def _rows(self, mask: torch.Tensor) -> SpanFeatures:
-        rows = torch.nonzero(mask).squeeze(1)
-        return SpanFeatures(self.features[rows].numpy(), rows.numpy().astype(np.int64))
-
-    def recorded_in(self, epoch: int) -> SpanFeatures:
-        return self._rows(self.epochs == epoch)
-
-    def known(self) -> SpanFeatures:
-        """Every span with a vector, sorted by span id."""
-        return self._rows(self.epochs != self.NEVER)
-
-    def empty(self) -> SpanFeatures:
-        return SpanFeatures(np.zeros((0, self.dim), dtype=np.float32), np.zeros(0, dtype=np.int64))
-
-    def state_dict(self) -> dict:
-        return {"features": self.features.clone(), "epochs": self.epochs.clone()}
-
-    @classmethod
-    def from_state(cls, state: dict) -> SpanFeatureStore:
-        store = cls(0, 0)
-        store.features = state["features"].float().clone()
-        store.epochs = state["epochs"].long().clone()
-        return store
+from cofee.clustering.features import SpanFeatureStore
+from cofee.config import NoiseConfig, OptimConfig
+from cofee.data.alignment import IGNORE_INDEX
+from cofee.models.span_pooling import check_pooling, pool_batch_spans, pooled_dim
+from cofee.stages.nee import NEEModule
+from cofee.utils.errors import ConfigError
 
 
 class FETModule(NEEModule):

@@ -6,10 +6,10 @@ from collections.abc import Sequence
 
 from transformers import PreTrainedModel
 
-from cofee.heads import CRFTaggingHead, TaggingHead
-from cofee.metrics import bootstrap_f1_interval, span_report
-
-from .base import OptimConfig, StageModule
+from cofee.config import OptimConfig
+from cofee.models.heads import CRFTaggingHead, TaggingHead
+from cofee.models.metrics import bootstrap_f1_interval, span_report
+from cofee.stages.base import StageModule
 
 
 class FinetuneModule(StageModule):

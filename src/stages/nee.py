@@ -5,7 +5,7 @@ Gazetteer labels are incomplete and sometimes wrong; `NoiseConfig` picks how NEE
 - ``none``: every token outside a typed span is O, unknown-type spans included (the noise left in);
 - ``partial``: unknown-type spans (anchors no gazetteer types, and spans the ESI encoder finds that no
   list contains) are not pushed to O: the loss ignores them or marginalises over their type
-  (`cofee.partial_labels`);
+  (`cofee.models.partial_labels`);
 - ``self_training``: ``partial`` plus, from the second epoch on, a teacher (the model as it stands at
   the start of the epoch) relabels a seeded share of the training windows with its confident
   predictions (BOND-style; the official code relabels 10%). See `callbacks/self_training.py`.
@@ -15,30 +15,21 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from dataclasses import dataclass
 
 import torch
 from transformers import PreTrainedModel
 
-from cofee.heads import TaggingHead
-from cofee.partial_labels import allowed_matrix, partial_label_nll, type_balance_weights, without_unknown
+from cofee.config import NoiseConfig, OptimConfig
+from cofee.models.heads import TaggingHead
+from cofee.models.partial_labels import (
+    allowed_matrix,
+    partial_label_nll,
+    type_balance_weights,
+    without_unknown,
+)
+from cofee.stages.base import StageModule
 
-from .base import OptimConfig, StageModule
-
-NOISE_STRATEGIES = ("none", "partial", "self_training")
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class NoiseConfig:
-    strategy: str = "partial"
-    unknown: str = "ignore"  # partial / self_training: ignore | marginal
-    esi_spans: bool = True  # spans the parent's ESI head predicts and no gazetteer types are unknown too
-    relabel_rate: float = 0.1  # self_training: share of training windows the teacher relabels per round
-    relabel_threshold: float = 0.9  # self_training: a word is relabelled when the teacher is this sure
-
-    def unknown_mode(self) -> str:
-        return "outside" if self.strategy == "none" else self.unknown
 
 
 class PartialTaggingHead(TaggingHead):

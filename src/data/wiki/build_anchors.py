@@ -1,0 +1,448 @@
+"""Build the Wikipedia anchor corpus (stage-1 data of CoFEE) from a MediaWiki XML dump.
+
+Output folder (written atomically: a failure leaves neither a manifest nor half output, and an
+existing good corpus stays as it was)::
+
+    shard-00000.jsonl   one sentence a line:
+                        {"page_id": int, "title": str, "text": str,
+                         "spans": [[start, end, target, kind], ...]}   kind: anchor | repeat | title
+    ...
+    manifest.json       format, version, input (path, sha256, bytes), config, build_hash, counts,
+                        shards, seconds
+
+How it runs (memory stays flat whatever the dump size):
+
+* The main process only decompresses the dump and cuts it into chunks of whole ``<page>`` elements
+  (``DumpReader.chunks``, ~256 KB of XML each; the header is parsed once there, for the namespaces).
+  Parsing the chunk's XML, splitting off redirects and cleaning the articles all happen in
+  ``_process_chunk_with``, which returns the sentence lines, counts and the chunk's redirects.
+* With ``num_workers > 1`` that runs in a process pool (``fork`` on Linux, else ``spawn``: see
+  ``_start_method``), ``apply_async`` into a bounded queue of in-flight chunks, at most
+  ``2 x num_workers``; results are taken back in submission order, so the output is the same for
+  every ``num_workers`` and start method. The main process keeps
+  only the serial work: decompressing, cutting, writing lines, the redirect map. With
+  ``num_workers=1`` the same function runs in the main process, with no pool. A plain ``imap`` is
+  not used because its feeder thread pulls the whole input without bound and turns a dump error into
+  a pickled exception from a worker. A worker's XML error names the line in the whole file (each
+  chunk carries its first line); when the main process hits a dump error, the chunks before it are
+  finished first, so an earlier error wins, as in a serial read.
+* Redirects are resolved at write time: pass 1 writes the shards with link targets as written
+  (normalised) and collects the redirect map, ``{normalised redirect title: target}``; its size is
+  proportional to the number of redirect pages (about 10M titles, ~1-2 GB, for all of enwiki),
+  the one structure that grows with the dump. Pass 2 rewrites each shard, replacing targets that are
+  redirects (chains followed up to 8 hops). This avoids decompressing and parsing the dump twice,
+  which costs more than re-reading the (smaller) output.
+
+Span ``target``: the linked article (normalised title, redirects resolved); for ``title`` spans the
+page's own title. ``min_anchors_per_sentence`` counts spans of every kind.
+"""
+
+from __future__ import annotations
+
+import collections
+import gc
+import importlib.util
+import json
+import logging
+import multiprocessing
+import os
+import re
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from cofee.config import AnchorBuildConfig
+from cofee.data.built_data import ShardWriter, iter_shard_records, read_manifest, up_to_date
+from cofee.data.wiki.dump import CHUNK_BYTES, Chunk, DumpReader, PageParser, dump_progress_bar
+from cofee.data.wiki.sentences import split_sentences
+from cofee.data.wiki.wikitext import WikitextCleaner, normalize_title
+from cofee.utils.errors import CofeeError, ConfigError, InputFileError
+from cofee.utils.io import atomic_directory, atomic_write_json, sha256_file, stable_hash
+
+__all__ = [
+    "AnchorBuildConfig",
+    "build_anchor_corpus",
+    "iter_corpus",
+    "load_manifest",
+    "default_dump_path",
+    "process_page",
+]
+
+log = logging.getLogger(__name__)
+
+FORMAT = "cofee-anchor-corpus"
+VERSION = 1
+KINDS = ("anchor", "repeat", "title")
+GENSIM_SAMPLE = "enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2"
+_CHUNK_BYTES = CHUNK_BYTES  # decompressed XML per chunk, one task of a worker (tests shrink it)
+_MAX_REDIRECT_HOPS = 8
+# "Word" characters that are not CJK: a repeat/title match must not touch one of these, so
+# "York" never matches inside "Yorkshire"; CJK text (no spaces) needs no boundary.
+_CJK = "\u2e80-\u9fff\uac00-\ud7af\uf900-\ufaff\U00020000-\U0002fa1f"
+_LEFT_EDGE = rf"(?<![^\W{_CJK}])"
+_RIGHT_EDGE = rf"(?![^\W{_CJK}])"
+
+
+def _starts_capitalised(surface: str) -> bool:
+    first = surface[0]
+    return first.isupper() or (first.isalpha() and first.lower() == first.upper())
+
+
+# -- one page ------------------------------------------------------------------------------------
+def _repeat_spans(text: str, anchors: list[tuple[int, int, str, str]], title: str, capitalised_only: bool):
+    """Unlinked later mentions of the page's anchor surfaces, and mentions of its title."""
+    wanted: dict[str, tuple[str, str, int]] = {}  # surface -> (target, kind, earliest start)
+    base_title = re.sub(r"\s*\([^()]*\)$", "", title).strip()
+    for surface in (title, base_title):
+        if len(surface) >= 2:
+            wanted.setdefault(surface, (title, "title", 0))
+    for start, end, target, _kind in anchors:
+        surface = text[start:end]
+        if surface not in wanted:
+            wanted[surface] = (target, "repeat", end)
+    candidates = [
+        s
+        for s in wanted
+        if len(s) >= 2 and any(c.isalpha() for c in s) and (not capitalised_only or _starts_capitalised(s))
+    ]
+    if not candidates:
+        return anchors
+    candidates.sort(key=len, reverse=True)
+    pattern = re.compile(_LEFT_EDGE + "(?:" + "|".join(map(re.escape, candidates)) + ")" + _RIGHT_EDGE)
+    spans = list(anchors)
+    gap_start = 0
+    for start, end in [(s, e) for s, e, _, _ in anchors] + [(len(text), len(text))]:
+        for m in pattern.finditer(text, gap_start, start):
+            if m.end() < len(text) and m.end() == start and text[start].isalnum():
+                continue
+            target, kind, earliest = wanted[m.group()]
+            if m.start() >= earliest:
+                spans.append((m.start(), m.end(), target, kind))
+        gap_start = end
+    spans.sort()
+    return spans
+
+
+def process_page(
+    page_id: int, title: str, wikitext: str, cleaner: WikitextCleaner, config: AnchorBuildConfig
+) -> tuple[list[str], collections.Counter]:
+    """Clean, mark and split one page; return its sentence JSON lines and span counts."""
+    text, links = cleaner.clean(wikitext)
+    spans = [(s, e, t, "anchor") for s, e, t in links]
+    if config.capitalised_only:
+        spans = [sp for sp in spans if _starts_capitalised(text[sp[0]])]
+    if config.mark_repeats and text:
+        spans = _repeat_spans(text, spans, normalize_title(title), config.capitalised_only)
+    counts: collections.Counter = collections.Counter()
+    lines: list[str] = []
+    span_index = 0
+    n_spans = len(spans)
+    for start, end in split_sentences(text, spans):
+        while span_index < n_spans and spans[span_index][0] < start:
+            span_index += 1
+        inside = []
+        while span_index < n_spans and spans[span_index][1] <= end:
+            s, e, target, kind = spans[span_index]
+            inside.append([s - start, e - start, target, kind])
+            span_index += 1
+        if len(inside) < config.min_anchors_per_sentence:
+            continue
+        if not config.min_sentence_chars <= end - start <= config.max_sentence_chars:
+            continue
+        for span in inside:
+            counts[span[3] + "s"] += 1
+        counts["sentences"] += 1
+        lines.append(
+            json.dumps(
+                {"page_id": page_id, "title": title, "text": text[start:end], "spans": inside},
+                ensure_ascii=False,
+            )
+        )
+    return lines, counts
+
+
+def _process_batch_with(batch, cleaner, config):
+    lines: list[str] = []
+    counts: collections.Counter = collections.Counter()
+    for page_id, title, wikitext in batch:
+        page_lines, page_counts = process_page(page_id, title, wikitext, cleaner, config)
+        lines.extend(page_lines)
+        counts.update(page_counts)
+    return lines, counts
+
+
+def _process_chunk_with(
+    chunk: Chunk, parser: PageParser, cleaner: WikitextCleaner, config: AnchorBuildConfig
+):
+    """Parse one chunk of the dump and clean its articles; its redirects go back to the main process."""
+    pages, skipped = parser.parse(chunk)
+    batch: list[tuple[int, str, str]] = []
+    redirects: list[tuple[str, str]] = []
+    for page in pages:
+        if page.redirect is None:
+            batch.append((page.page_id, page.title, page.text))
+            continue
+        source = normalize_title(page.title)
+        target = normalize_title(page.redirect.split("#", 1)[0])
+        if source and target and source != target:
+            redirects.append((source, target))
+    lines, counts = _process_batch_with(batch, cleaner, config)
+    counts.update(pages=len(batch), redirects=len(pages) - len(batch), skipped_pages=skipped)
+    return lines, counts, redirects
+
+
+_WORKER_STATE: tuple[PageParser, WikitextCleaner, AnchorBuildConfig] | None = None
+_START_METHOD: str | None = None  # None: _start_method() picks (tests force each method)
+
+
+def _start_method() -> str:
+    """``fork`` on Linux, else ``spawn``.
+
+    ``fork`` is the cheapest: a worker starts in milliseconds and imports nothing, whereas a ``spawn``
+    (or ``forkserver``) worker starts an interpreter and re-runs the caller's main script, which for
+    ``cofee-build-anchors`` imports cofee.config, so torch: seconds per worker. A ``forkserver`` that
+    preloads the main script pays that once but then forks workers from a process holding torch's
+    threads, so it is no safer. Forking a process with other threads (torch's OpenMP pool, the
+    pre-training process) is safe here because the workers run only this module's stdlib code
+    (ElementTree/expat, re, json, pickle) and never touch torch, OpenMP or CUDA, the state a fork
+    leaves broken; glibc malloc and CPython's own locks are reset in the child (PyTorch's DataLoader
+    forks such processes by default too). macOS (system libraries are not fork-safe) and Windows spawn.
+    """
+    if _START_METHOD is not None:
+        return _START_METHOD
+    return "fork" if sys.platform.startswith("linux") else "spawn"
+
+
+def _start_pool(num_workers: int, parser: PageParser, config: AnchorBuildConfig):
+    method = _start_method()
+    # A forked worker's collections skip the caller's frozen objects, so they are not copied on write.
+    freeze = method == "fork" and gc.get_freeze_count() == 0
+    if freeze:
+        gc.freeze()
+    try:
+        return multiprocessing.get_context(method).Pool(
+            num_workers, initializer=_init_worker, initargs=(parser, asdict(config))
+        )
+    finally:
+        if freeze:
+            gc.unfreeze()
+
+
+def _init_worker(parser: PageParser, config_dict: dict[str, Any]) -> None:
+    global _WORKER_STATE
+    _WORKER_STATE = (parser, WikitextCleaner(parser.namespaces), AnchorBuildConfig(**config_dict))
+
+
+def _process_chunk(chunk: Chunk):
+    assert _WORKER_STATE is not None, "worker not initialised"
+    return _process_chunk_with(chunk, *_WORKER_STATE)
+
+
+# -- output ----------------------------------------------------------------------------------------
+def _resolve(target: str, redirects: dict[str, str]) -> str:
+    hops = 0
+    while hops < _MAX_REDIRECT_HOPS:
+        nxt = redirects.get(target)
+        if nxt is None or nxt == target:
+            break
+        target = nxt
+        hops += 1
+    return target
+
+
+def _resolve_redirects(folder: Path, shards: list[dict[str, Any]], redirects: dict[str, str]) -> int:
+    """Pass 2: rewrite shards with redirect targets resolved; returns the number of anchors changed."""
+    resolved = 0
+    if not redirects:
+        return 0
+    for shard in shards:
+        path = folder / shard["file"]
+        tmp = path.with_suffix(".tmp")
+        with open(path, encoding="utf-8") as src, open(tmp, "w", encoding="utf-8") as dst:
+            for line in src:
+                record = json.loads(line)
+                changed = False
+                for span in record["spans"]:
+                    target = span[2]
+                    if target in redirects:
+                        new = _resolve(target, redirects)
+                        if new != target:
+                            span[2] = new
+                            changed = True
+                            if span[3] == "anchor":
+                                resolved += 1
+                dst.write(json.dumps(record, ensure_ascii=False) + "\n" if changed else line)
+        os.replace(tmp, path)
+    return resolved
+
+
+# -- the build -------------------------------------------------------------------------------------
+def _build_into(folder: Path, dump_path: Path, config: AnchorBuildConfig, num_workers: int, progress: bool):
+    reader = DumpReader(dump_path, chunk_bytes=_CHUNK_BYTES)
+    writer = ShardWriter(folder, config.shard_size)
+    counts: collections.Counter = collections.Counter()
+    redirects: dict[str, str] = {}
+    pending: collections.deque = collections.deque()
+    pool = None
+    state = None
+    bar = None
+    if progress:
+        bar = dump_progress_bar(dump_path, "build-anchors")
+    last_position = 0
+
+    def take(result) -> None:
+        lines, chunk_counts, chunk_redirects = result
+        writer.write(lines)
+        counts.update(chunk_counts)
+        redirects.update(chunk_redirects)
+
+    def submit(chunk: Chunk) -> None:
+        nonlocal pool, state, last_position
+        if state is None:  # the header has been read: namespaces and root URI are known
+            parser = reader.page_parser()
+            state = (parser, WikitextCleaner(parser.namespaces), config)
+        if num_workers <= 1:
+            take(_process_chunk_with(chunk, *state))
+        else:
+            if pool is None:
+                pool = _start_pool(num_workers, state[0], config)
+            pending.append(pool.apply_async(_process_chunk, (chunk,)))
+            while len(pending) >= 2 * num_workers:
+                take(pending.popleft().get())
+        if bar is not None:
+            position = reader.position()
+            bar.update(position - last_position)
+            last_position = position
+            bar.set_postfix(pages=counts["pages"], sentences=counts["sentences"], refresh=False)
+
+    try:
+        chunks = reader.chunks()
+        while True:
+            try:
+                chunk = next(chunks, None)
+            except InputFileError:
+                # a serial read would have met an error in an earlier chunk first: report that one
+                while pending:
+                    take(pending.popleft().get())
+                raise
+            if chunk is None:
+                break
+            submit(chunk)
+        while pending:
+            take(pending.popleft().get())
+        if pool is not None:
+            pool.close()
+            pool.join()
+            pool = None
+    finally:
+        writer.close()
+        if pool is not None:
+            pool.terminate()
+            pool.join()
+        if bar is not None:
+            bar.close()
+    counts["anchor_targets_resolved_via_redirect"] = _resolve_redirects(folder, writer.shards, redirects)
+    return counts, writer.shards
+
+
+def build_anchor_corpus(
+    dump_path: str | Path,
+    out_dir: str | Path,
+    config: AnchorBuildConfig | None = None,
+    num_workers: int = 1,
+    progress: bool = True,
+    force: bool = False,
+) -> dict[str, Any]:
+    """Build (or find up to date) the anchor corpus of ``dump_path`` in ``out_dir``; return its manifest."""
+    config = config or AnchorBuildConfig()
+    config.validate()
+    if num_workers < 1:
+        raise ConfigError("data.anchors.build_workers", f"must be >= 1, got {num_workers}")
+    dump_path = Path(dump_path)
+    out_dir = Path(out_dir)
+    if not dump_path.is_file():
+        raise InputFileError(dump_path, "file not found")
+    started = time.perf_counter()
+    digest = sha256_file(dump_path)
+    build_hash = stable_hash({"input_sha256": digest, "config": asdict(config), "version": VERSION})
+    if not force and (old := up_to_date(out_dir, build_hash, "anchor corpus")) is not None:
+        return old
+    log.info("building anchor corpus %s from %s with %d process(es)", out_dir, dump_path, num_workers)
+    with atomic_directory(out_dir) as tmp:
+        counts, shards = _build_into(tmp, dump_path, config, num_workers, progress)
+        manifest = {
+            "format": FORMAT,
+            "version": VERSION,
+            "input": {"path": str(dump_path.resolve()), "sha256": digest, "bytes": dump_path.stat().st_size},
+            "config": asdict(config),
+            "build_hash": build_hash,
+            "counts": {
+                key: int(counts[key])
+                for key in (
+                    "pages",
+                    "redirects",
+                    "skipped_pages",
+                    "sentences",
+                    "anchors",
+                    "repeats",
+                    "titles",
+                    "anchor_targets_resolved_via_redirect",
+                )
+            },
+            "shards": shards,
+            "seconds": round(time.perf_counter() - started, 3),
+        }
+        counts_line = ", ".join(f"{k}={v}" for k, v in manifest["counts"].items())
+        atomic_write_json(tmp / "manifest.json", manifest)
+    log.info("anchor corpus %s written in %.1fs: %s", out_dir, manifest["seconds"], counts_line)
+    return manifest
+
+
+# -- readers ---------------------------------------------------------------------------------------
+def load_manifest(corpus_dir: str | Path) -> dict[str, Any]:
+    return read_manifest(corpus_dir, FORMAT, VERSION, "anchor corpus", "cofee-build-anchors")
+
+
+def _check_record(record: Any) -> str | None:
+    """Return what is wrong with one corpus line, or None."""
+    if not isinstance(record, dict):
+        return "line is not a JSON object"
+    text = record.get("text")
+    spans = record.get("spans")
+    if not isinstance(text, str) or not isinstance(spans, list):
+        return "needs 'text' (string) and 'spans' (list)"
+    previous_end = 0
+    for span in spans:
+        if not (isinstance(span, list) and len(span) == 4):
+            return f"span {span!r} is not [start, end, target, kind]"
+        start, end, target, kind = span
+        if not (isinstance(start, int) and isinstance(end, int) and 0 <= start < end <= len(text)):
+            return f"span {span!r} out of range for a text of {len(text)} characters"
+        if start < previous_end:
+            return f"span {span!r} overlaps the previous span or is out of order"
+        if kind not in KINDS or not isinstance(target, str):
+            return f"span {span!r} has kind not in {KINDS} or a non-string target"
+        previous_end = end
+    return None
+
+
+def iter_corpus(corpus_dir: str | Path) -> Iterator[dict[str, Any]]:
+    """Yield the corpus sentences in order, validating each line."""
+    return iter_shard_records(corpus_dir, load_manifest(corpus_dir), _check_record)
+
+
+def default_dump_path() -> Path:
+    """The small English dump shipped inside the gensim wheel (found without importing gensim)."""
+    spec = importlib.util.find_spec("gensim")
+    if spec is None or not spec.submodule_search_locations:
+        raise CofeeError(
+            "gensim is not installed, so there is no sample dump: pip install gensim, or pass a dump path"
+        )
+    for location in spec.submodule_search_locations:
+        candidate = Path(location) / "test" / "test_data" / GENSIM_SAMPLE
+        if candidate.is_file():
+            return candidate
+    raise CofeeError(f"the installed gensim has no test_data/{GENSIM_SAMPLE}: pass a dump path")

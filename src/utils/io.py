@@ -1,0 +1,113 @@
+"""Atomic writes and content hashes: nothing half-written is ever left where a reader looks."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+
+def sha256_file(path: str | Path, chunk_size: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(chunk_size), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def stable_hash(obj: Any, length: int = 16) -> str:
+    """Hash of a JSON-serialisable object, independent of dict key order."""
+    payload = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(payload.encode("utf-8")).hexdigest()[:length]
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """Write `text` to a temporary file beside `path`, fsync it, then rename over `path`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_json(path: str | Path, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def read_json(path: str | Path) -> Any:
+    from cofee.utils.errors import InputFileError
+
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return json.load(handle)
+    except FileNotFoundError:
+        raise InputFileError(path, "file not found") from None
+    except json.JSONDecodeError as exc:
+        raise InputFileError(path, f"not valid JSON ({exc.msg})", line=exc.lineno) from None
+
+
+@contextlib.contextmanager
+def atomic_directory(final: str | Path) -> Iterator[Path]:
+    """Yield a temporary sibling folder to fill; on success it replaces `final` in one rename.
+
+    On any error the temporary folder is removed and `final`, if it existed, is untouched.
+    """
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
+    try:
+        yield tmp
+        if final.exists():
+            # Keep the old folder until the new one is in place, so a crash never leaves neither.
+            old = final.with_name(f".{final.name}.old-{os.getpid()}")
+            os.replace(final, old)
+            os.replace(tmp, final)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def check_marked_block(path: str | Path, name: str) -> None:
+    """Raise InputFileError unless `path` exists and holds both `<!-- name:begin/end -->` markers.
+
+    Report writers call it before long work too, so a missing marker fails in seconds, not hours."""
+    from cofee.utils.errors import InputFileError
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputFileError(path, f"file not found, so its '{name}' block cannot be written")
+    text = path.read_text(encoding="utf-8")
+    for marker in (f"<!-- {name}:begin -->", f"<!-- {name}:end -->"):
+        if marker not in text:
+            raise InputFileError(path, f"no '{marker}' marker, so the '{name}' block cannot be written")
+    if text.index(f"<!-- {name}:end -->") < text.index(f"<!-- {name}:begin -->"):
+        raise InputFileError(path, f"the '{name}:end' marker comes before '{name}:begin'")
+
+
+def replace_marked_block(path: str | Path, name: str, body: str) -> None:
+    """Rewrite the text between `<!-- name:begin -->` and `<!-- name:end -->` in a document, atomically.
+
+    Raises InputFileError (and writes nothing) when the file or a marker is missing."""
+    check_marked_block(path, name)
+    path = Path(path)
+    begin, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
+    head, rest = path.read_text(encoding="utf-8").split(begin, 1)
+    _, tail = rest.split(end, 1)
+    atomic_write_text(path, f"{head}{begin}\n{body}\n{end}{tail}")

