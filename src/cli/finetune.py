@@ -1,66 +1,122 @@
-"""`cofee-finetune`: fine-tune on gold NER, evaluate on dev/test, export a transformers model."""
+"""`cofee-finetune`: fine-tune on gold NER, evaluate on dev/test, export a transformers model.
+
+Everything a user gives is checked before training, each mistake one line with exit status 2: the
+output folder (writable, before Hydra writes its config there), the config, every gold split (present,
+non-empty, with entities), the starting model folder, and the free space for the export.
+"""
 
 from __future__ import annotations
 
 import json
 import logging
+import sys
 from pathlib import Path
 
 from omegaconf import DictConfig
 
-from cofee.cli.entry import hydra_command
+from cofee.cli.entry import command_line_overrides, hydra_command
 from cofee.config import validate_finetune
-from cofee.utils.errors import user_errors
+from cofee.utils.errors import ConfigError, user_errors
 
 log = logging.getLogger("cofee-finetune")
+PROGRAM = "cofee-finetune"
 
 
-@hydra_command("finetune", "cofee-finetune")
-def main(cfg: DictConfig) -> None:
-    with user_errors("cofee-finetune"):
-        root = validate_finetune(cfg)
-        from cofee.config import to_plain
-        from cofee.data_modules.gold_ner import splits_from_config
-        from cofee.pipeline.finetune import export_finetuned, finetune
-        from cofee.pipeline.loggers import finish_logger, log_export, log_summary, make_logger
+def _run_folder(argv: list[str]) -> Path | None:
+    """The run folder this command line would write to (hydra.run.dir), or None when it cannot be told
+    here (a multirun, another root config, a config Hydra itself will report on)."""
+    overrides = command_line_overrides(argv)
+    if overrides is None or any(a in ("-m", "--multirun") for a in argv):
+        return None
+    try:
+        from hydra import compose, initialize_config_module
 
-        out_dir = Path(root.paths.output_dir)
-        splits = splits_from_config(root.data, root.finetune.scheme)
-        logger = make_logger(
-            root.logger,
-            out_dir,
-            name=root.run_name,
-            group=root.run_name,
-            job_type="finetune",
-            config=to_plain(root),
+        with initialize_config_module(config_module="cofee.conf", version_base="1.3"):
+            cfg = compose("finetune", overrides=list(overrides), return_hydra_config=True)
+            return Path(str(cfg.hydra.run.dir))
+    except Exception:  # noqa: BLE001  (Hydra reports its own errors when it runs)
+        return None
+
+
+@hydra_command("finetune", PROGRAM)
+def _task(cfg: DictConfig) -> None:
+    try:
+        with user_errors(PROGRAM):
+            _finetune(cfg)
+    except BaseException:
+        from omegaconf import OmegaConf
+
+        from cofee.pipeline.finetune import discard_pending
+
+        out_dir = OmegaConf.select(cfg, "paths.output_dir", default=None, throw_on_resolution_failure=False)
+        if out_dir:
+            discard_pending(out_dir)
+        raise
+
+
+def _finetune(cfg: DictConfig) -> None:
+    root = validate_finetune(cfg)
+    from cofee.config import to_plain
+    from cofee.data.gold.loading import splits_from_config
+
+    out_dir = Path(root.paths.output_dir)
+    splits = splits_from_config(root.data, root.finetune.scheme)  # every split checked, no torch yet
+    if root.init_from is not None:
+        from cofee.models.encoder import check_model_folder
+
+        if not Path(root.init_from).is_dir():
+            raise ConfigError("init_from", f"'{root.init_from}' is not a folder")
+        check_model_folder(root.init_from)
+    from cofee.pipeline.finetune import check_output_dir, export_finetuned, finetune
+    from cofee.pipeline.loggers import finish_logger, log_export, log_summary, make_logger
+
+    check_output_dir(out_dir)
+    logger = make_logger(
+        root.logger,
+        out_dir,
+        name=root.run_name,
+        group=root.run_name,
+        job_type="finetune",
+        config=to_plain(root),
+    )
+    try:
+        result = finetune(
+            splits,
+            root.finetune,
+            root.init_from,
+            root.model,
+            root.fraction,
+            root.kshot,
+            root.seed,
+            trainer_kwargs={
+                "accelerator": root.trainer.accelerator,
+                "devices": 1,
+                "logger": logger,
+                "log_every_n_steps": root.trainer.log_every_n_steps,
+            },
+            out_dir=out_dir,
         )
-        try:
-            result = finetune(
-                splits,
-                root.finetune,
-                root.init_from,
-                root.model,
-                root.fraction,
-                root.kshot,
-                root.seed,
-                trainer_kwargs={
-                    "accelerator": root.trainer.accelerator,
-                    "devices": 1,
-                    "logger": logger,
-                    "log_every_n_steps": root.trainer.log_every_n_steps,
-                },
-            )
-            summary = export_finetuned(result, root, out_dir)
-            # the results.json figures as the run's summary: a W&B sweep's metric is read from here
-            log_summary(logger, {k: v for k, v in summary.items() if k != "run_name"})
-            log_export(
-                logger, out_dir / "model", "model", f"{root.run_name}-model", summary, root.logger.log_model
-            )
-        except BaseException:
-            finish_logger(logger, failed=True)
-            raise
-        finish_logger(logger)
-        log.info("test: %s", json.dumps(summary["test"]["micro"]))
+        summary = export_finetuned(result, root, out_dir)
+        # the results.json figures as the run's summary: a W&B sweep's metric is read from here
+        log_summary(logger, {k: v for k, v in summary.items() if k != "run_name"})
+        log_export(
+            logger, out_dir / "model", "model", f"{root.run_name}-model", summary, root.logger.log_model
+        )
+    except BaseException:
+        finish_logger(logger, failed=True)
+        raise
+    finish_logger(logger)
+    log.info("test: %s", json.dumps(summary["test"]["micro"]))
+
+
+def main() -> None:
+    folder = _run_folder(sys.argv[1:])
+    if folder is not None:  # before Hydra writes .hydra-pending/ there
+        with user_errors(PROGRAM):
+            from cofee.pipeline.finetune import check_output_dir
+
+            check_output_dir(folder)
+    _task()
 
 
 if __name__ == "__main__":

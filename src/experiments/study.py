@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 from cofee.config import StudyConfig, to_plain
-from cofee.utils.errors import ConfigError
+from cofee.utils.errors import ConfigError, InputFileError
 from cofee.utils.io import atomic_write_text, replace_marked_block, stable_hash
 
 log = logging.getLogger(__name__)
@@ -100,12 +100,44 @@ def _key(row: StudyRow) -> tuple:
 
 
 def read_rows(path: Path) -> list[StudyRow]:
+    """The rows of a results CSV; a wrong header, a short (truncated) or long row, or a value of the
+    wrong type is an `InputFileError` naming the file and line."""
     if not path.is_file():
         return []
+    names = [f.name for f in fields(StudyRow)]
     types = {f.name: f.type for f in fields(StudyRow)}
     cast = {"int": int, "float": float, "str": str}
-    with open(path, encoding="utf-8", newline="") as handle:
-        return [StudyRow(**{k: cast[types[k]](v) for k, v in row.items()}) for row in csv.DictReader(handle)]
+    rows = []
+    try:
+        with open(path, encoding="utf-8", newline="") as handle:
+            reader = csv.reader(handle)
+            header = next(reader, None)
+            if header is None:
+                return []
+            if header != names:
+                raise InputFileError(path, f"header is not the study's columns ({', '.join(names)})", line=1)
+            for record in reader:
+                line = reader.line_num
+                if not record:
+                    continue
+                if len(record) != len(names):
+                    raise InputFileError(
+                        path, f"{len(record)} field(s), expected {len(names)} (a truncated row?)", line=line
+                    )
+                values = {}
+                for name, value in zip(names, record):
+                    try:
+                        values[name] = cast[types[name]](value)
+                    except ValueError:
+                        raise InputFileError(
+                            path, f"column '{name}': {value!r} is not a {types[name]}", line=line
+                        ) from None
+                rows.append(StudyRow(**values))
+    except UnicodeDecodeError:
+        raise InputFileError(path, "not valid UTF-8") from None
+    except csv.Error as exc:
+        raise InputFileError(path, f"not a valid CSV file ({exc})") from None
+    return rows
 
 
 def write_rows(path: Path, rows: list[StudyRow]) -> None:

@@ -6,13 +6,16 @@ Nothing here reaches a model hub: a name that is not an existing folder is an er
 from __future__ import annotations
 
 import importlib.util
+import json
+import struct
 from pathlib import Path
 
 from transformers import AutoConfig, AutoModel, AutoTokenizer, BertConfig, PreTrainedModel
 from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
 from cofee.config import EncoderConfig
-from cofee.utils.errors import ConfigError
+from cofee.utils.errors import ConfigError, InputFileError
+from cofee.utils.io import read_json
 
 PACKAGED_PREFIX = "packaged:"
 
@@ -42,6 +45,62 @@ def resolve_model_path(name_or_path: str, key: str = "model.name_or_path") -> Pa
     return path
 
 
+def check_safetensors(path: Path) -> None:
+    """`InputFileError` unless `path` holds a whole safetensors file: an 8-byte header length, a JSON
+    header, and every tensor's bytes (a truncated copy fails here, not deep inside the loader)."""
+    size = path.stat().st_size
+    with open(path, "rb") as handle:
+        raw = handle.read(8)
+        if len(raw) < 8:
+            raise InputFileError(path, f"truncated safetensors file ({size} bytes, no header)")
+        (length,) = struct.unpack("<Q", raw)
+        if 8 + length > size:
+            raise InputFileError(
+                path, f"truncated safetensors file (header of {length} bytes, file of {size})"
+            )
+        try:
+            header = json.loads(handle.read(length))
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            raise InputFileError(path, "not a safetensors file (its header is not JSON)") from None
+    if not isinstance(header, dict):
+        raise InputFileError(path, "not a safetensors file (its header is not a JSON object)")
+    end = max(
+        (int(t["data_offsets"][1]) for k, t in header.items() if k != "__metadata__" and isinstance(t, dict)),
+        default=0,
+    )
+    if 8 + length + end > size:
+        raise InputFileError(
+            path, f"truncated safetensors file: {size} bytes, its tensors need {8 + length + end}"
+        )
+
+
+def check_model_folder(path: str | Path) -> Path:
+    """Check a `save_pretrained` folder before loading it: `config.json` is JSON (file:line of the
+    mistake otherwise) and every `*.safetensors` is whole. Cheap: no weights are read."""
+    path = Path(path)
+    config = read_json(path / "config.json")
+    if not isinstance(config, dict):
+        raise InputFileError(path / "config.json", "not a JSON object")
+    for weights in sorted(path.glob("*.safetensors")):
+        check_safetensors(weights)
+    return path
+
+
+def load_pretrained(loader, path: str | Path, **kwargs):
+    """`loader.from_pretrained(path, local_files_only=True)` after `check_model_folder`; any remaining
+    load failure is an `InputFileError` naming the folder, in one line."""
+    check_model_folder(path)
+    try:
+        return loader.from_pretrained(str(path), local_files_only=True, **kwargs)
+    except (OSError, ValueError, RuntimeError, KeyError) as exc:
+        first = (str(exc).strip().splitlines() or [exc.__class__.__name__])[0]
+        raise InputFileError(path, f"cannot load the model ({exc.__class__.__name__}: {first})") from None
+    except Exception as exc:  # safetensors' own SafetensorError and the like
+        if exc.__class__.__name__ != "SafetensorError":
+            raise
+        raise InputFileError(path, f"cannot load the weights ({str(exc).splitlines()[0]})") from None
+
+
 def load_tokenizer(cfg: EncoderConfig) -> PreTrainedTokenizerBase:
     source = cfg.tokenizer or cfg.name_or_path
     key = "model.tokenizer" if cfg.tokenizer else "model.name_or_path"
@@ -63,5 +122,5 @@ def load_encoder(cfg: EncoderConfig, vocab_size: int | None = None) -> PreTraine
     if cfg.name_or_path is None:
         raise ConfigError("model.name_or_path", "set a model folder, packaged:minilm, or model=tiny")
     path = resolve_model_path(cfg.name_or_path)
-    AutoConfig.from_pretrained(str(path), local_files_only=True)  # fails early on a broken config
-    return AutoModel.from_pretrained(str(path), local_files_only=True)
+    load_pretrained(AutoConfig, path)  # fails early on a broken config
+    return load_pretrained(AutoModel, path)

@@ -2,27 +2,74 @@
 
 Dev-only model selection (best dev F1 kept in memory), test scored once at the end, with a bootstrap
 interval. The result exports as a standard `AutoModelForTokenClassification` folder.
+
+A run folder describes one run: `model/` carries the resolved config it was trained with
+(`cofee_run.yaml`, written in the same atomic rename as the weights), and Hydra writes the composed
+config to `.hydra-pending/`, which becomes `.hydra/` only once `model/` and `results.json` are in
+place. A run killed or failed half-way therefore leaves the previous run's `model/`, `results.json` and
+`.hydra/` together; a finished run whose config differs from the previous one's moves the previous
+outputs to `replaced/<time>/` first, so nothing is lost. The output folder's writability and free
+space are checked before training.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import shutil
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import pytorch_lightning as pl
-import torch
-from transformers import AutoModelForTokenClassification
-from transformers.tokenization_utils_base import PreTrainedTokenizerBase
+import yaml
 
-from cofee.callbacks.best_weights import KeepBestWeights
 from cofee.config import EncoderConfig, FinetuneConfig
-from cofee.data_modules.gold_ner import GoldNERDataModule, GoldSplits
-from cofee.models.export import load_start, read_export_manifest
-from cofee.stages.finetune import FinetuneModule
+from cofee.utils.errors import ConfigError, InputFileError
+
+if TYPE_CHECKING:  # torch, Lightning and transformers are imported where used: the CLI's checks stay fast
+    import torch
+    from transformers.tokenization_utils_base import PreTrainedTokenizerBase
+
+    from cofee.data_modules.gold_ner import GoldSplits
+    from cofee.stages.finetune import FinetuneModule
 
 log = logging.getLogger(__name__)
+
+PENDING_HYDRA = ".hydra-pending"  # conf/finetune.yaml's hydra.output_subdir: renamed to .hydra when done
+RUN_CONFIG = "cofee_run.yaml"  # in model/: the resolved config the model was trained with
+REPLACED = "replaced"  # previous outputs of another config, kept aside as replaced/<time>/
+EXPORT_SLACK_BYTES = 8 << 20  # tokenizer, config, model card, results.json
+
+
+def check_output_dir(out_dir: str | Path, needed_bytes: int = 0, key: str = "paths.output_dir") -> None:
+    """`ConfigError` naming `key` unless `out_dir` (or its nearest existing parent) takes a file and has
+    `needed_bytes` free. Creates nothing that stays."""
+    out_dir = Path(out_dir)
+    probe_dir = out_dir
+    while not probe_dir.exists() and probe_dir != probe_dir.parent:
+        probe_dir = probe_dir.parent
+    if not probe_dir.is_dir():
+        raise ConfigError(key, f"'{out_dir}' cannot be created: '{probe_dir}' is a file, not a folder")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".cofee-write-test.", dir=probe_dir)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise ConfigError(key, f"'{out_dir}' is not writable ({exc.strerror or exc})") from None
+    free = shutil.disk_usage(probe_dir).free
+    if needed_bytes and free < needed_bytes:
+        raise ConfigError(
+            key,
+            f"'{out_dir}' has {free / 2**20:.1f} MiB free, the model export needs about "
+            f"{needed_bytes / 2**20:.1f} MiB",
+        )
+
+
+def export_size(module: torch.nn.Module) -> int:
+    """About the bytes `export_finetuned` writes: the weights, plus slack for the rest."""
+    return sum(p.numel() * p.element_size() for p in module.parameters()) + EXPORT_SLACK_BYTES
 
 
 @dataclass
@@ -45,7 +92,17 @@ def finetune(
     kshot: int | None = None,
     seed: int = 0,
     trainer_kwargs: dict | None = None,
+    out_dir: str | Path | None = None,
 ) -> FinetuneResult:
+    """Fine-tune and score; with `out_dir`, first check it takes the export (writable, space)."""
+    import pytorch_lightning as pl
+
+    from cofee.callbacks.best_weights import KeepBestWeights
+    from cofee.callbacks.finite_loss import FiniteLossGuard
+    from cofee.data_modules.gold_ner import GoldNERDataModule
+    from cofee.models.export import load_start
+    from cofee.stages.finetune import FinetuneModule
+
     started = time.time()
     pl.seed_everything(seed, workers=True)
     encoder, tokenizer, _ = load_start(init_from, model or EncoderConfig())
@@ -66,6 +123,8 @@ def finetune(
         batch_size=cfg.batch_size,
         eval_batch_size=cfg.eval_batch_size,
     )
+    if out_dir is not None:
+        check_output_dir(out_dir, export_size(module))
     data.setup()
     best = KeepBestWeights("finetune/val/f1", "max")
     kwargs = {
@@ -83,7 +142,7 @@ def finetune(
         max_steps=cfg.max_steps,
         val_check_interval=min(cfg.val_every_steps, cfg.max_steps),
         check_val_every_n_epoch=None,
-        callbacks=[best],
+        callbacks=[best, FiniteLossGuard("finetune")],
         use_distributed_sampler=False,
         **kwargs,
     )
@@ -102,6 +161,9 @@ def finetune(
 
 def to_token_classification(module: FinetuneModule):
     """The fine-tuned encoder and linear head as a stock `AutoModelForTokenClassification`."""
+    import torch
+    from transformers import AutoModelForTokenClassification
+
     config = module.encoder.config.__class__.from_dict(module.encoder.config.to_dict())
     labels = module.head.labels
     config.num_labels = len(labels)
@@ -122,6 +184,8 @@ def to_token_classification(module: FinetuneModule):
 
 def parent_stages(init_from: str | Path | None) -> list[str]:
     """The CoFEE stages behind an export, oldest first (from the manifests' parent paths)."""
+    from cofee.models.export import read_export_manifest
+
     stages, folder = [], init_from
     while folder:
         manifest = read_export_manifest(folder)
@@ -130,8 +194,34 @@ def parent_stages(init_from: str | Path | None) -> list[str]:
     return list(reversed(stages))
 
 
+def _differs(out_dir: Path, run_config: dict) -> bool:
+    """True when `out_dir` holds outputs of a run whose config is not `run_config` (or is unknown)."""
+    if not ((out_dir / "model").exists() or (out_dir / "results.json").exists()):
+        return False
+    saved = out_dir / "model" / RUN_CONFIG
+    try:
+        return yaml.safe_load(saved.read_text(encoding="utf-8")) != run_config
+    except (OSError, yaml.YAMLError):
+        return True  # an older export without its config, or a broken one: keep it aside
+
+
+def _keep_aside(out_dir: Path) -> Path:
+    """Move the previous run's model/, results.json and .hydra/ to replaced/<time>/."""
+    aside = out_dir / REPLACED / time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+    while aside.exists():
+        aside = aside.with_name(aside.name + "+")
+    aside.mkdir(parents=True)
+    for name in ("model", "results.json", ".hydra"):
+        if (out_dir / name).exists():
+            os.replace(out_dir / name, aside / name)
+    log.warning("%s held the outputs of another config: moved them to %s", out_dir, aside)
+    return aside
+
+
 def export_finetuned(result: FinetuneResult, root, out_dir: Path) -> dict:
-    """Write `model/` (transformers folder + model card) and `results.json` under `out_dir`, atomically."""
+    """Write `model/` (transformers folder + model card + the run's config) and `results.json` under
+    `out_dir`, atomically, then promote Hydra's `.hydra-pending/` to `.hydra/` (see the module docstring)."""
+    from cofee.config import to_plain
     from cofee.pipeline.model_card import model_card
     from cofee.utils.io import atomic_directory, atomic_write_json
 
@@ -151,9 +241,34 @@ def export_finetuned(result: FinetuneResult, root, out_dir: Path) -> dict:
         "test": result.test,
         "seconds": result.seconds,
     }
-    with atomic_directory(out_dir / "model") as tmp:
-        to_token_classification(result.module).save_pretrained(tmp)
-        result.tokenizer.save_pretrained(tmp)
-        (tmp / "README.md").write_text(model_card(summary), encoding="utf-8")
-    atomic_write_json(out_dir / "results.json", summary)
+    out_dir = Path(out_dir)
+    run_config = to_plain(root)
+    try:
+        with atomic_directory(out_dir / "model") as tmp:
+            to_token_classification(result.module).save_pretrained(tmp)
+            result.tokenizer.save_pretrained(tmp)
+            (tmp / "README.md").write_text(model_card(summary), encoding="utf-8")
+            (tmp / RUN_CONFIG).write_text(yaml.safe_dump(run_config, sort_keys=True), encoding="utf-8")
+            if _differs(out_dir, run_config):  # last, so a failed write above keeps the old outputs
+                _keep_aside(out_dir)
+        atomic_write_json(out_dir / "results.json", summary)
+        pending = out_dir / PENDING_HYDRA
+        if pending.is_dir():
+            if (out_dir / ".hydra").exists():
+                shutil.rmtree(out_dir / ".hydra")
+            os.replace(pending, out_dir / ".hydra")
+    except OSError as exc:
+        where = exc.filename or out_dir
+        raise InputFileError(where, f"cannot write the export ({exc.strerror or exc})") from None
     return summary
+
+
+def discard_pending(out_dir: str | Path) -> None:
+    """After a failed run: drop Hydra's `.hydra-pending/` (the previous run's `.hydra/` stays), and the
+    output folder itself when that leaves it empty."""
+    out_dir = Path(out_dir)
+    shutil.rmtree(out_dir / PENDING_HYDRA, ignore_errors=True)
+    try:
+        out_dir.rmdir()  # only when empty
+    except OSError:
+        pass

@@ -4,7 +4,16 @@ from __future__ import annotations
 
 
 def model_card(result: dict) -> str:
-    test = result["test"]
+    test = result.get("test")
+    if not test or not test.get("per_type") or not test.get("micro"):
+        # the CLI refuses an empty test split before training (cofee.data.gold.loading); a caller that
+        # did not still gets a card rather than a TypeError after the training
+        test = {
+            "per_type": {},
+            "micro": {"f1": 0.0, "precision": 0.0, "recall": 0.0, "f1_ci95": [0.0, 0.0]},
+            "untyped": {"f1": 0.0},
+            **(test or {}),
+        }
     rows = "\n".join(
         f"| {kind} | {s['precision']:.3f} | {s['recall']:.3f} | {s['f1']:.3f} | {s['support']} |"
         for kind, s in sorted(test["per_type"].items())

@@ -21,7 +21,8 @@ from transformers import AutoModelForTokenClassification, AutoTokenizer
 from cofee.data.alignment import encode_pretokenized, encode_sentences
 from cofee.data.tagging import parse_tag, tags_to_spans
 from cofee.data_modules.batching import WindowCollator
-from cofee.utils.errors import ConfigError
+from cofee.models.encoder import load_pretrained
+from cofee.utils.errors import ConfigError, InputFileError
 
 _WORD = re.compile(r"\S+")
 
@@ -57,14 +58,28 @@ def repair_tags(tags: Sequence[str], scheme: str) -> list[str]:
 class Tagger:
     def __init__(self, folder: str | Path, max_length: int = 128, batch_size: int = 32, device: str = "cpu"):
         folder = Path(folder)
+        if not folder.is_dir():
+            raise ConfigError("model", f"'{folder}' does not exist (give an exported model folder)")
         if not (folder / "config.json").is_file():
             raise ConfigError("model", f"'{folder}' is not an exported model folder (no config.json)")
-        self.model = AutoModelForTokenClassification.from_pretrained(
-            str(folder), local_files_only=True
-        ).eval()
+        if (folder / "manifest.json").is_file():  # a stage export: an encoder, no tagging head
+            raise ConfigError(
+                "model",
+                f"'{folder}' is a CoFEE stage export (an encoder without an NER head); fine-tune it first "
+                f"(cofee-finetune init_from={folder}) and tag with its model/ folder",
+            )
+        self.model = load_pretrained(AutoModelForTokenClassification, folder).eval()
         self.model.to(device)
-        self.tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
-        self.labels = [self.model.config.id2label[i] for i in range(self.model.config.num_labels)]
+        self.tokenizer = load_pretrained(AutoTokenizer, folder)
+        id2label = self.model.config.id2label
+        self.labels = [id2label.get(i, "") for i in range(self.model.config.num_labels)]
+        bad = [label for label in self.labels if label != "O" and parse_tag(label, "BIOES") is None]
+        if "O" not in self.labels or bad:
+            raise InputFileError(
+                folder / "config.json",
+                f"id2label {self.labels[:6]} holds no tagging labels ('O', 'B-TYPE', ...): "
+                "not a model exported by cofee-finetune",
+            )
         self.scheme = "BIOES" if any(label.startswith(("E-", "S-")) for label in self.labels) else "BIO"
         self.max_length = max_length
         self.batch_size = batch_size

@@ -136,6 +136,49 @@ def test_user_list_named_after_an_unknown_type(tmp_path):
         )
 
 
+def test_user_list_names_any_case_and_extension(tmp_path):
+    lists = tmp_path / "lists"
+    lists.mkdir()
+    (lists / "ORG.TXT").write_text("Globex\n", encoding="utf-8")
+    (lists / "per.lst").write_text("Ada Lovelace\n", encoding="utf-8")
+    (lists / "README.md").write_text("not a list", encoding="utf-8")
+    build_gazetteer(
+        GazetteerBuildConfig(**OFF, wikipedia=False),
+        tmp_path / "g",
+        user_lists_dir=lists,
+        types=TYPES,
+        progress=False,
+    )
+    got = entries_of(load_gazetteer(tmp_path / "g"))
+    assert ("Globex", "ORG") in got and ("Ada Lovelace", "PER") in got
+    assert sources.user_list_files(lists, TYPES) == [(lists / "ORG.TXT", "ORG"), (lists / "per.lst", "PER")]
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        (
+            "PER.csv",
+            r"PER\.csv: a user list of type PER must be named PER\|LOC\|ORG\|MISC \(any case\) \+ \.txt or \.lst",
+        ),
+        ("people.lst", r"people\.lst: type 'people' .* expected names: PER\|LOC"),
+    ],
+)
+def test_user_list_with_an_unexpected_name_is_refused(tmp_path, name, message):
+    lists = tmp_path / "lists"
+    lists.mkdir()
+    (lists / name).write_text("Ada Lovelace\n", encoding="utf-8")
+    with pytest.raises(InputFileError, match=message):
+        build_gazetteer(
+            GazetteerBuildConfig(**OFF, wikipedia=False),
+            tmp_path / "g",
+            user_lists_dir=lists,
+            types=TYPES,
+            progress=False,
+        )
+    assert not (tmp_path / "g").exists()
+
+
 def test_rebuild_skipped_when_unchanged(tmp_path, tiny_dump, monkeypatch):
     lists = tmp_path / "lists"
     lists.mkdir()

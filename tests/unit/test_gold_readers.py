@@ -190,6 +190,9 @@ def test_tokenizer():
         ({"text": "New York", "spans": [[0, 30, "LOC"]]}, "outside the text"),
         ({"text": "New York", "entities": [{"start": 0, "end": 3}]}, "needs 'start', 'end' and 'type'"),
         ({"spans": []}, "string 'text'"),
+        ({"text": "Hi Bob", "span": [[3, 6, "PER"]]}, "unknown key 'span' .*did you mean 'spans'"),
+        ({"text": "Hi Bob"}, "no 'spans' \\(or 'entities'\\) key"),
+        ({"text": "Hi", "spans": [], "entities": []}, "both 'spans' and 'entities'"),
     ],
 )
 def test_jsonl_errors_name_file_and_line(tmp_path, record, message):

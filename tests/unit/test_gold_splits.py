@@ -16,6 +16,7 @@ from cofee.data.gold.splits import (
     stratum_keys,
     write_split,
 )
+from cofee.utils.errors import InputFileError
 
 
 @pytest.fixture(scope="module")
@@ -97,17 +98,41 @@ def test_write_and_ensure_split(tmp_path, wnut):
     assert again.reused and again.manifest == first.manifest
     assert (out / "split.json").stat().st_mtime_ns == mtime
 
-    other = ensure_split(source, out, seed=1)
+    # Another seed, a changed source or a hand-edited split file is refused, and the folder kept as it is.
+    with pytest.raises(InputFileError, match=r"wnut16: holds a split made with seed=0, not seed=1"):
+        ensure_split(source, out, seed=1)
+    other = ensure_split(source, tmp_path / "seed1", seed=1)
     assert not other.reused and other.manifest["seed"] == 1
     assert other.manifest["splits"]["dev"]["indices"] != first.manifest["splits"]["dev"]["indices"]
 
-    # A damaged split file, or a changed source, is rewritten.
-    (out / "dev.conll").write_text("x\tO\n")
-    assert not ensure_split(source, out, seed=1).reused
     copy = tmp_path / "ner.txt"
     copy.write_text(source.read_text() + "extra\tO\n")
-    rewritten = ensure_split(copy, out, seed=1)
+    with pytest.raises(
+        InputFileError,
+        match=r"holds the split of .*ner\.txt \(sha256 \w{12}\), not of .*data\.split_dir=.*ner-\w{12}",
+    ):
+        ensure_split(copy, out, seed=0)
+    edited = (out / "dev.conll").read_text().replace("\tO\n", "\tB-person\n", 1)
+    (out / "dev.conll").write_text(edited)
+    with pytest.raises(InputFileError, match=r"dev\.conll was changed since split\.json was written"):
+        ensure_split(source, out, seed=0)
+    assert (out / "dev.conll").read_text() == edited and (out / "split.json").stat().st_mtime_ns == mtime
+    rewritten = ensure_split(copy, tmp_path / "other", seed=1)
     assert not rewritten.reused and rewritten.manifest["total"]["sentences"] == 2395
+
+
+def test_ensure_split_refuses_a_folder_of_someone_elses_files(tmp_path):
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("keep me\n")
+    source = tmp_path / "src.conll"
+    source.write_text("Ada\tB-PER\n\nBob\tB-PER\n\nCy\tB-PER\n")
+    with pytest.raises(InputFileError, match=r"mine: is not empty and holds no split\.json"):
+        ensure_split(source, folder)
+    assert [p.name for p in folder.iterdir()] == ["notes.txt"]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert ensure_split(source, empty).manifest["total"]["sentences"] == 3
 
 
 def test_write_split_leaves_no_temporary_folders(tmp_path):

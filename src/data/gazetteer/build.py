@@ -47,6 +47,7 @@ from cofee.data.gazetteer.sources import (
     pycountry_entries,
     top_names,
     user_list_entries,
+    user_list_files,
 )
 from cofee.utils.errors import InputFileError
 from cofee.utils.io import (
@@ -147,7 +148,12 @@ def _package_versions() -> dict[str, str]:
     return out
 
 
-def _inputs(cfg: GazetteerBuildConfig, dump_path: Path | None, user_lists_dir: Path | None) -> dict[str, Any]:
+def _inputs(
+    cfg: GazetteerBuildConfig,
+    dump_path: Path | None,
+    user_lists_dir: Path | None,
+    types: list[str] | None = None,
+) -> dict[str, Any]:
     inputs: dict[str, Any] = {"packages": _package_versions()}
     if dump_path is not None:
         if not dump_path.is_file():
@@ -165,7 +171,8 @@ def _inputs(cfg: GazetteerBuildConfig, dump_path: Path | None, user_lists_dir: P
             raise InputFileError(user_lists_dir, "user lists folder not found")
         inputs["user_lists"] = {
             "path": str(user_lists_dir.resolve()),
-            "files": {p.name: sha256_file(p) for p in sorted(user_lists_dir.glob("*.txt"))},
+            # every list the build reads (ORG.TXT, per.lst too): editing one rebuilds the gazetteer
+            "files": {p.name: sha256_file(p) for p, _ in user_list_files(user_lists_dir, types)},
         }
     return inputs
 
@@ -369,7 +376,7 @@ def build_gazetteer(
     dump = Path(dump_path) if (cfg.wikipedia and dump_path is not None) else None
     user_dir = Path(user_lists_dir) if user_lists_dir is not None else None
     started = time.perf_counter()
-    inputs = _inputs(cfg, dump, user_dir)
+    inputs = _inputs(cfg, dump, user_dir, types)
     build_hash = stable_hash(
         {"inputs": _hashable(inputs), "config": asdict(cfg), "types": types, "version": VERSION}
     )

@@ -10,7 +10,7 @@ merges them. Sources (the names used in manifests and tables):
   ``common_name``, ``official_name``) and subdivisions (LOC); ISO 639-1 language names (MISC).
 * ``wikipedia`` / ``wikipedia_redirect``: pages typed by their first infobox through the infobox
   mapping; redirects to a typed page become aliases of the same type.
-* ``user``: ``<TYPE>.txt`` files, one entry a line.
+* ``user``: ``<TYPE>.txt`` or ``<TYPE>.lst`` files (type and extension in any case), one entry a line.
 * ``names_dataset`` gives no entries: its first and last names feed the matcher's name pattern (a
   first name alone is not a person mention; see matcher.py).
 
@@ -47,6 +47,8 @@ __all__ = [
     "one_word",
     "read_user_list",
     "user_list_entries",
+    "user_list_files",
+    "USER_LIST_EXTENSIONS",
 ]
 
 
@@ -418,16 +420,51 @@ def read_user_list(path: str | Path) -> list[str]:
     return entries
 
 
-def user_list_entries(folder: str | Path, types: list[str] | None = None) -> Iterator[RawEntry]:
-    """Entries of every ``<TYPE>.txt`` in ``folder`` (the file stem is the type; other files ignored)."""
+# A user list is `<TYPE>.<ext>`: the type name in any case, one of these extensions (in any case).
+USER_LIST_EXTENSIONS = (".txt", ".lst")
+
+
+def user_list_files(folder: str | Path, types: list[str] | None = None) -> list[tuple[Path, str]]:
+    """(file, type) of every user list in ``folder``, sorted by file name.
+
+    A file ``<TYPE>.txt`` or ``<TYPE>.lst`` (``ORG.TXT``, ``per.lst`` too) is the list of the configured
+    type it names, matched case-insensitively (with ``types=None`` the stem is the type). A list file
+    that names no configured type, or a file named after a type with another extension (``PER.csv``),
+    is an ``InputFileError`` naming the file and the expected names; hidden files, folders and other
+    files (``notes.md``) are left alone.
+    """
     folder = Path(folder)
     if not folder.is_dir():
         raise InputFileError(folder, "user lists folder not found")
-    for path in sorted(folder.glob("*.txt")):
-        kind = path.stem
-        if types is not None and kind not in types:
+    by_lower = {t.lower(): t for t in types} if types is not None else None
+    expected = (
+        f"{'|'.join(types)} (any case) + {' or '.join(USER_LIST_EXTENSIONS)}"
+        if types is not None
+        else f"<TYPE>{' or <TYPE>'.join(USER_LIST_EXTENSIONS)}"
+    )
+    found = []
+    for path in sorted(folder.iterdir()):
+        if path.name.startswith(".") or not path.is_file():
+            continue
+        stem, suffix = path.stem, path.suffix.lower()
+        kind = by_lower.get(stem.lower()) if by_lower is not None else stem
+        if suffix in USER_LIST_EXTENSIONS:
+            if kind is None:
+                raise InputFileError(
+                    path,
+                    f"type '{stem}' (the file name) is not one of the configured types "
+                    f"{', '.join(types or [])}; expected names: {expected}",
+                )
+            found.append((path, kind))
+        elif kind is not None and by_lower is not None:
             raise InputFileError(
-                path, f"type '{kind}' (the file name) is not one of the configured types {', '.join(types)}"
+                path, f"a user list of type {kind} must be named {expected} (one entry a line)"
             )
+    return found
+
+
+def user_list_entries(folder: str | Path, types: list[str] | None = None) -> Iterator[RawEntry]:
+    """Entries of every user list in ``folder`` (see ``user_list_files``)."""
+    for path, kind in user_list_files(folder, types):
         for entry in read_user_list(path):
             yield RawEntry(entry, kind, None, "user")

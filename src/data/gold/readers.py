@@ -19,6 +19,7 @@ CoNLL column files (`read_conll`)
 
 from __future__ import annotations
 
+import difflib
 import importlib.util
 import json
 import re
@@ -249,6 +250,30 @@ def _locate_tokens(path: Path, line: int, text: str, tokens: Any) -> list[tuple[
     return offsets
 
 
+# The keys a JSONL record may have: 'text' and one of 'spans' / 'entities' are required (a sentence
+# without entities says "spans": []), 'tokens' is optional, 'id' and 'meta' are carried along unread.
+JSONL_KEYS = ("text", "spans", "entities", "tokens", "id", "meta")
+
+
+def _check_record_keys(path: Path, line: int, record: dict) -> None:
+    """A misspelt key ('span', 'entity') would otherwise read as a sentence without entities."""
+    for key in record:
+        if key not in JSONL_KEYS:
+            close = difflib.get_close_matches(str(key), JSONL_KEYS, n=1, cutoff=0.6)
+            hint = f"; did you mean '{close[0]}'?" if close else ""
+            raise InputFileError(
+                path, f"unknown key '{key}' (known: {', '.join(JSONL_KEYS)}){hint}", line=line
+            )
+    if "spans" not in record and "entities" not in record:
+        raise InputFileError(
+            path,
+            "no 'spans' (or 'entities') key: give \"spans\": [] for a sentence without entities",
+            line=line,
+        )
+    if "spans" in record and "entities" in record:
+        raise InputFileError(path, "both 'spans' and 'entities': give one of them", line=line)
+
+
 def _record_spans(path: Path, line: int, record: dict) -> list[tuple[int, int, str]]:
     if "spans" in record:
         raw = record["spans"]
@@ -309,8 +334,9 @@ def read_jsonl(path: str | Path, types: Iterable[str] | None = None) -> list[Gol
     """One JSON object per line: {"text": ..., "spans": [[start_char, end_char, type], ...]}.
 
     Also accepted: "entities": [{"start", "end", "type" | "label"}], and an optional "tokens" (list of
-    strings found in order in the text) that replaces the built-in tokenizer (`tokenize`). Blank lines
-    are skipped. A span boundary inside a token, overlapping spans, or a type outside `types` is an error.
+    strings found in order in the text) that replaces the built-in tokenizer (`tokenize`), and "id" and
+    "meta", carried along unread. Blank lines are skipped. Any other key, or a record with neither
+    "spans" nor "entities" (a sentence without entities has "spans": []), is an error. A span boundary inside a token, overlapping spans, or a type outside `types` is an error.
     """
     path = Path(path)
     allowed = frozenset(types) if types is not None else None
@@ -326,6 +352,7 @@ def read_jsonl(path: str | Path, types: Iterable[str] | None = None) -> list[Gol
             ) from None
         if not isinstance(record, dict) or not isinstance(record.get("text"), str):
             raise InputFileError(path, "expected an object with a string 'text'", line=number)
+        _check_record_keys(path, number, record)
         text = record["text"]
         if "tokens" in record:
             offsets = _locate_tokens(path, number, text, record["tokens"])

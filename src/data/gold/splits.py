@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 
 from cofee.data.gold.readers import GoldSentence, corpus_stats, format_conll, read_gold
-from cofee.utils.errors import CofeeError
+from cofee.utils.errors import CofeeError, InputFileError
 from cofee.utils.io import atomic_directory, atomic_write_json, read_json, sha256_file
 
 SPLITS = ("train", "dev", "test")
@@ -250,30 +250,72 @@ def write_split(
     return GoldSplit(out_dir, manifest)
 
 
-def _reusable(
-    out_dir: Path, source_sha: str, seed: int, ratios: tuple[float, ...], read_options: dict[str, Any]
+def _refuse(out_dir: Path, why: str) -> InputFileError:
+    return InputFileError(
+        out_dir,
+        f"{why}; the folder is kept as it is: give another data.split_dir (or remove this folder to split afresh)",
+    )
+
+
+def _existing_split(
+    out_dir: Path,
+    source_path: Path,
+    source_sha: str,
+    seed: int,
+    ratios: tuple[float, ...],
+    read_options: dict[str, Any],
 ) -> dict | None:
+    """The manifest of the split already in `out_dir` when it is this very split, intact; None when the
+    folder is free (absent, or empty). A folder that holds anything else is refused, never rewritten:
+    the split of another source or other settings, a hand-edited split file, or files of the user's."""
+    if not out_dir.exists():
+        return None
+    if not out_dir.is_dir():
+        raise InputFileError(out_dir, "exists but is not a folder (data.split_dir)")
     meta_path = out_dir / "split.json"
     if not meta_path.is_file():
+        if any(p.name in {f"{n}.conll" for n in SPLITS} | {"train.txt"} for p in out_dir.iterdir()):
+            raise _refuse(out_dir, "holds split files but no split.json, so they were not written by cofee")
+        if any(not p.name.startswith(".") for p in out_dir.iterdir()):
+            raise _refuse(out_dir, "is not empty and holds no split.json")
         return None
-    try:
-        manifest = read_json(meta_path)
-    except CofeeError:
-        return None
-    if not isinstance(manifest, dict) or not (
-        manifest.get("format_version") == SPLIT_FORMAT_VERSION
-        and manifest.get("source_sha256") == source_sha
-        and manifest.get("seed") == seed
-        and manifest.get("ratios") == list(ratios)
-        and manifest.get("read_options", {}) == read_options
-    ):
-        return None
+    manifest = read_json(meta_path)
+    if not isinstance(manifest, dict) or manifest.get("format_version") != SPLIT_FORMAT_VERSION:
+        raise InputFileError(meta_path, f"not a split manifest of format version {SPLIT_FORMAT_VERSION}")
+    if manifest.get("source_sha256") != source_sha:
+        recorded = manifest.get("source_sha256") or "?"
+        raise _refuse(
+            out_dir,
+            f"holds the split of {manifest.get('source')} (sha256 {recorded[:12]}), not of {source_path} "
+            f"(sha256 {source_sha[:12]}); e.g. data.split_dir={out_dir.parent / split_folder_name(source_path, source_sha)}",
+        )
+    wanted = {"seed": seed, "ratios": list(ratios), "read_options": read_options}
+    differ = [
+        key
+        for key, value in wanted.items()
+        if manifest.get(key, {} if key == "read_options" else None) != value
+    ]
+    if differ:
+        was = ", ".join(f"{k}={manifest.get(k)}" for k in differ)
+        now = ", ".join(f"{k}={wanted[k]}" for k in differ)
+        raise _refuse(out_dir, f"holds a split made with {was}, not {now}")
     for name in SPLITS:
         entry = manifest.get("splits", {}).get(name, {})
         file = out_dir / f"{name}.conll"
-        if not file.is_file() or sha256_file(file) != entry.get("sha256"):
-            return None
+        if not file.is_file():
+            raise _refuse(out_dir, f"{name}.conll is missing")
+        if sha256_file(file) != entry.get("sha256"):
+            raise _refuse(
+                out_dir,
+                f"{name}.conll was changed since split.json was written (its sha256 differs); to train on an "
+                f"edited split give it as data.train_file/dev_file/test_file",
+            )
     return manifest
+
+
+def split_folder_name(source_path: str | Path, source_sha: str) -> str:
+    """A folder name keyed by the source file's content: `<stem>-<first 12 hex digits of its sha256>`."""
+    return f"{Path(source_path).stem}-{source_sha[:12]}"
 
 
 def ensure_split(
@@ -285,8 +327,10 @@ def ensure_split(
 ) -> GoldSplit:
     """The split of `source_path` (default: the packaged WNUT16) in `out_dir`, written once.
 
-    An existing split is reused when its source sha256, seed and ratios match and its files are intact
-    (their sha256 match split.json) and it was read with the same `read_kwargs`; otherwise the folder is rewritten. `read_kwargs` go to `read_gold`.
+    An existing split is reused when its source sha256, seed, ratios and `read_kwargs` match and its
+    files are intact (their sha256 match split.json). Anything else in `out_dir` is refused with an
+    `InputFileError` and left as it is: a split of another source or other settings, a split file
+    edited by hand, a folder of files cofee did not write. `read_kwargs` go to `read_gold`.
     """
     from cofee.data.gold.readers import default_wnut16_path
 
@@ -294,18 +338,14 @@ def ensure_split(
     ratios = _check_ratios(ratios)
     out_dir = Path(out_dir)
     if not source_path.is_file():
-        from cofee.utils.errors import InputFileError
-
         raise InputFileError(source_path, "file not found")
     source_sha = sha256_file(source_path)
     read_options = json.loads(json.dumps(read_kwargs, sort_keys=True, default=str))
-    manifest = _reusable(out_dir, source_sha, seed, ratios, read_options)
+    manifest = _existing_split(out_dir, source_path, source_sha, seed, ratios, read_options)
     if manifest is not None:
         return GoldSplit(out_dir, manifest, reused=True)
     sentences = read_gold(source_path, **read_kwargs)
     if not sentences:
-        from cofee.utils.errors import InputFileError
-
         raise InputFileError(source_path, "no sentences to split")
     return write_split(
         sentences, out_dir, seed=seed, ratios=ratios, source_path=source_path, read_options=read_options
