@@ -18,6 +18,20 @@ Figures (MB = 10^6 bytes of decompressed XML of the dump, so all rates share one
   Real dumps are GBs, so this is the throughput figure that matters: target >= 1.7 too. The
   main process still decompresses the dump, and a 2-core machine runs 3 processes.
 
+At scale (``run_scale``, one figure per result file, ``build_anchors_scale_*.json``): a synthetic
+*multistream* dump (``*-multistream.xml.bz2`` plus its index, streams of 100 pages as Wikipedia
+writes them) of ``scale_mb`` MB of XML (1000: ~1 GB), made from the sample's pages under new page ids
+and titles, in ``benchmarks/work/build_anchors/`` and removed afterwards. Each build runs in a fresh
+process that samples the resident memory of itself and its workers (``/proc``, every 50 ms):
+
+* ``build_mb_per_s_multistream_1proc``: MB/s of the whole build with one process, against the same
+  on the 6 MB sample (target >= 0.9: throughput holds as the dump grows);
+* ``build_mb_per_s_multistream_2proc``: MB/s with 2 worker processes, against 1 process on the same
+  dump (target >= 1.7: the workers decompress their own streams, the main process no longer does);
+* ``build_peak_rss_multistream_vs_sample``: the peak resident memory of the build's processes
+  together (2 workers) on the large dump, against the same build of the 6 MB sample (target at most
+  1.2x: memory stays flat as the dump grows).
+
 Both speed-up notes carry the 2-process ceiling on pure CPU work measured in the same run
 (``two_process_ceiling_pure_cpu`` in details): on a busy machine it drops below 2 and so do they.
 Each timing is the best of ``repeats`` runs (``large_repeats`` on the large dump). ``wikiextractor`` (pip) is used when installed; without it
@@ -28,8 +42,12 @@ from __future__ import annotations
 
 import bz2
 import json
+import multiprocessing
 import os
 import re
+import shutil
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -156,7 +174,7 @@ def _best(fn, repeats: int) -> float:
     return best
 
 
-def run(repeats: int = 3, large_copies: int = 8, large_repeats: int = 2) -> dict:
+def run_sample(repeats: int = 3, large_copies: int = 8, large_repeats: int = 2) -> dict:
     dump = default_dump_path()
     megabytes = _xml_megabytes(dump)
     reader = DumpReader(dump)
@@ -277,5 +295,224 @@ def run(repeats: int = 3, large_copies: int = 8, large_repeats: int = 2) -> dict
     return {"path": str(path), "figures": figures}
 
 
+# -- at scale: a large multistream dump ------------------------------------------------------------
+_PAGES_PER_STREAM = 100  # as Wikipedia's multistream dumps
+
+
+def _compress(data: bytes) -> bytes:
+    return bz2.compress(data, 9)
+
+
+def _copies_of(pages: list[bytes], copies: int):
+    """The sample's pages ``copies`` times (copy k: titles "<title> (copy k)", page ids + k * 10^9)."""
+    for k in range(copies):
+        for page in pages:
+            if k:
+                page = _TITLE.sub(rb"<title>\1 (copy %d)</title>" % k, page)
+                page = _PAGE_ID.sub(lambda m, k=k: m[1] + b"%d" % (int(m[2]) + k * 10**9) + m[3], page)
+            yield page
+
+
+def _multistream_dump(dump: Path, folder: Path, copies: int) -> tuple[Path, float]:
+    """Write the sample x ``copies`` as ``<folder>/synthetic-multistream.xml.bz2`` with its index, one
+    page stream at a time (2 processes compress); return the dump and its MB of XML."""
+    with bz2.open(dump, "rb") as handle:
+        data = handle.read()
+    start = data.index(b"<page>")
+    end = data.rindex(b"</page>") + len(b"</page>")
+    pages = [b"<page>" + p for p in data[start:end].split(b"<page>")[1:]]
+    path = folder / "synthetic-multistream.xml.bz2"
+    index_lines = []
+    xml_bytes = 0
+
+    def streams():
+        nonlocal xml_bytes
+        yield data[:start], []
+        batch: list[bytes] = []
+        for page in _copies_of(pages, copies):
+            batch.append(page)
+            if len(batch) == _PAGES_PER_STREAM:
+                yield b"".join(batch), batch
+                batch = []
+        if batch:
+            yield b"".join(batch), batch
+        yield data[end:], []
+
+    offset = 0
+    with open(path, "wb") as out, multiprocessing.get_context("fork").Pool(2) as pool:
+        pending = []
+        source = streams()
+
+        def drain(keep: int) -> None:
+            nonlocal offset
+            while len(pending) > keep:
+                result, group = pending.pop(0)
+                packed = result.get()
+                for page in group:
+                    page_id = _PAGE_ID.search(page)[2].decode()
+                    title = _TITLE.search(page)[1].decode("utf-8")
+                    index_lines.append(f"{offset}:{page_id}:{title}\n")
+                out.write(packed)
+                offset += len(packed)
+
+        for xml, group in source:
+            xml_bytes += len(xml)
+            pending.append((pool.apply_async(_compress, (xml,)), group))
+            drain(8)
+        drain(0)
+    with bz2.open(folder / "synthetic-multistream-index.txt.bz2", "wt", encoding="utf-8") as index:
+        index.writelines(index_lines)
+    return path, xml_bytes / 1e6
+
+
+_MEASURE = """
+import json, os, sys, threading, time
+from pathlib import Path
+from cofee.config import AnchorBuildConfig
+from cofee.data.wiki.build_anchors import build_anchor_corpus
+
+def rss(pid):
+    try:
+        with open(f"/proc/{pid}/status") as handle:
+            kb = next(int(line.split()[1]) for line in handle if line.startswith("VmRSS:"))
+        with open(f"/proc/{pid}/task/{pid}/children") as handle:
+            children = [int(c) for c in handle.read().split()]
+    except (OSError, StopIteration):
+        return 0
+    return kb + sum(rss(c) for c in children)
+
+peak = 0
+done = threading.Event()
+def sample():
+    global peak
+    while not done.is_set():
+        peak = max(peak, rss(os.getpid()))
+        time.sleep(0.05)
+threading.Thread(target=sample, daemon=True).start()
+started = time.perf_counter()
+manifest = build_anchor_corpus(sys.argv[1], sys.argv[2], AnchorBuildConfig(), num_workers=int(sys.argv[3]),
+                               progress=False, force=True)
+seconds = time.perf_counter() - started
+done.set()
+with open("/proc/self/status") as handle:  # VmHWM: this process's exact peak (ru_maxrss survives exec)
+    hwm = next(int(line.split()[1]) for line in handle if line.startswith("VmHWM:"))
+print(json.dumps({
+    "seconds": seconds,
+    "peak_tree_rss_mib": peak / 1024,
+    "peak_main_rss_mib": hwm / 1024,
+    "counts": manifest["counts"],
+}))
+"""
+
+
+def _measured_build(dump: Path, out: Path, workers: int) -> dict:
+    """Build in a fresh process (so peak memory is this build's alone); its time, memory and counts."""
+    done = subprocess.run(
+        [sys.executable, "-c", _MEASURE, str(dump), str(out), str(workers)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    shutil.rmtree(out, ignore_errors=True)
+    if done.returncode:
+        raise RuntimeError(f"build of {dump} failed: {done.stderr.strip()[-2000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def run_scale(scale_mb: float = 1000.0) -> dict:
+    dump = default_dump_path()
+    megabytes = _xml_megabytes(dump)
+    copies = max(1, round(scale_mb / megabytes))
+    folder = WORK / "build_anchors" / f"scale-{os.getpid()}"
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        started = time.perf_counter()
+        large, large_megabytes = _multistream_dump(dump, folder, copies)
+        made_in = time.perf_counter() - started
+        sample = {w: _measured_build(dump, folder / f"sample-w{w}", w) for w in (1, 2)}
+        big = {w: _measured_build(large, folder / f"large-w{w}", w) for w in (1, 2)}
+        compressed = large.stat().st_size
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    ceiling = _parallel_ceiling()
+    rate = {w: large_megabytes / big[w]["seconds"] for w in (1, 2)}
+    sample_rate = {w: megabytes / sample[w]["seconds"] for w in (1, 2)}
+    where = (
+        f"synthetic multistream dump of {large_megabytes:.0f} MB of XML ({compressed / 1e6:.0f} MB bz2, the "
+        f"{megabytes:.1f} MB gensim sample x{copies}, new page ids and titles, {_PAGES_PER_STREAM} pages a "
+        f"stream, with its index{'; smaller than 1 GB so that it ends in ~5 min on 2 shared cores' if scale_mb < 1000 else ''}); {os.cpu_count()} CPU cores shared with other jobs, 2-process ceiling on "
+        f"pure CPU work in this run {ceiling:.2f}x"
+    )
+    details = {
+        "scale_mb_requested": scale_mb,
+        "large_xml_megabytes": round(large_megabytes, 1),
+        "large_bz2_megabytes": round(compressed / 1e6, 1),
+        "copies": copies,
+        "pages_per_stream": _PAGES_PER_STREAM,
+        "seconds_to_make_the_dump": round(made_in, 1),
+        "sample_xml_megabytes": round(megabytes, 3),
+        "build_mb_per_s": {
+            "sample_1proc": round(sample_rate[1], 3),
+            "sample_2proc": round(sample_rate[2], 3),
+            "large_1proc": round(rate[1], 3),
+            "large_2proc": round(rate[2], 3),
+        },
+        "builds": {"sample": sample, "large": big},
+        "two_process_ceiling_pure_cpu": round(ceiling, 3),
+    }
+    figures = [
+        (
+            "build_anchors_scale_1proc",
+            figure(
+                "build_mb_per_s_multistream_1proc",
+                rate[1],
+                "MB/s",
+                sample_rate[1],
+                0.9,
+                note=f"1 process, {where}; baseline: the same build of the 6 MB sample (single stream)",
+            ),
+        ),
+        (
+            "build_anchors_scale_2proc",
+            figure(
+                "build_mb_per_s_multistream_2proc",
+                rate[2],
+                "MB/s",
+                rate[1],
+                1.7,
+                note=f"2 worker processes, each decompressing its own streams, vs 1 process; {where}",
+            ),
+        ),
+        (
+            "build_anchors_scale_rss",
+            figure(
+                "build_peak_rss_multistream_vs_sample",
+                big[2]["peak_tree_rss_mib"],
+                "MiB",
+                sample[2]["peak_tree_rss_mib"],
+                1.2,
+                note=(
+                    "peak resident memory of the build's processes together (main + 2 workers, sampled "
+                    f"every 50 ms) on the large dump vs on the 6 MB sample; {where}"
+                ),
+                lower_is_better=True,
+            ),
+        ),
+    ]
+    paths = [str(write_results(name, [fig], details=details)) for name, fig in figures]
+    return {"paths": paths, "figures": [fig for _, fig in figures]}
+
+
+def run() -> dict:
+    """Every figure: the sample's (``build_anchors.json``) and those at scale (one file each)."""
+    small = run_sample()
+    scale = run_scale()
+    return {"path": small["path"], "paths": scale["paths"], "figures": small["figures"] + scale["figures"]}
+
+
 if __name__ == "__main__":
-    print(json.dumps(run(), indent=2))
+    if "--scale-only" in sys.argv:
+        size = next((float(a.split("=", 1)[1]) for a in sys.argv if a.startswith("--scale-mb=")), 1000.0)
+        print(json.dumps(run_scale(size), indent=2))
+    else:
+        print(json.dumps(run(), indent=2))

@@ -203,3 +203,52 @@ def _hydra_value(value):
             raise ValueError(f"{value!r}: a backslash in a test variant (Hydra would need it escaped)")
         return "'" + value.replace("'", "\\'") + "'"
     return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def write_multistream_dump(
+    xml,
+    folder,
+    stem="wiki",
+    pages_per_stream=2,
+    header_pages=0,
+    footer_alone=True,
+    index=True,
+    encoding="utf-8",
+    bom=b"",
+):
+    """Write the MediaWiki export `xml` (UTF-8 bytes) as Wikipedia's multistream pair in `folder`:
+    `<stem>-multistream.xml.bz2`, independent bz2 streams (the header first, with its first
+    `header_pages` pages; then `pages_per_stream` pages each; `</mediawiki>` alone last, or with
+    the last pages), and `<stem>-multistream-index.txt.bz2`, one `offset:page_id:title` line a page.
+    Each stream is written in `encoding`, the first one after `bom`. Returns the dump's path."""
+    import bz2
+    import re
+
+    starts = [m.start() for m in re.finditer(rb"<page>", xml)]
+    end = xml.rindex(b"</page>") + len(b"</page>")
+    pages = [xml[a:b] for a, b in zip(starts, starts[1:] + [end], strict=True)]
+    groups = [(xml[: starts[0]] + b"".join(pages[:header_pages]), pages[:header_pages])]
+    rest = pages[header_pages:]
+    groups += [
+        (b"".join(rest[i : i + pages_per_stream]), rest[i : i + pages_per_stream])
+        for i in range(0, len(rest), pages_per_stream)
+    ]
+    if footer_alone:
+        groups.append((xml[end:], []))
+    else:
+        groups[-1] = (groups[-1][0] + xml[end:], groups[-1][1])
+    dump = folder / f"{stem}-multistream.xml.bz2"
+    lines, offset = [], 0
+    with open(dump, "wb") as out:
+        for number, (data, group) in enumerate(groups):
+            data = (b"" if number else bom) + data.decode("utf-8").encode(encoding)
+            for page in group:
+                page_id = re.search(rb"<id>(\d+)</id>", page)[1].decode()
+                title = re.search(rb"<title>([^<]*)<", page)[1].decode("utf-8", "replace")
+                lines.append(f"{offset}:{page_id}:{title}\n")
+            packed = bz2.compress(data)
+            out.write(packed)
+            offset += len(packed)
+    if index:
+        (folder / f"{stem}-multistream-index.txt.bz2").write_bytes(bz2.compress("".join(lines).encode()))
+    return dump

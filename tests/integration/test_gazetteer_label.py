@@ -269,3 +269,51 @@ def test_anchor_corpus_and_raw_text_are_labelled_together(corpus):
     assert all(r["page_id"] is not None for r in records[:n])
     assert [r["text"] for r in records[n:]] == ["Grace Hopper flew to Geneva.", "Nothing here."]
     assert both["build_hash"] != anchors_only["build_hash"]
+
+
+@pytest.mark.parametrize("method", ["fork", "spawn"])
+def test_labelling_in_worker_processes_gives_the_same_shards(corpus, monkeypatch, method):
+    from cofee.data.gazetteer import label
+    from cofee.data.wiki import build_anchors
+
+    raw = corpus / "raw.txt"
+    raw.write_text(
+        "Grace Hopper met Charles Babbage in Paris.\n\nGlobex left Geneva.\n" * 3, encoding="utf-8"
+    )
+    one = label_corpus(
+        corpus / "gaz",
+        corpus / "one",
+        anchors_dir=corpus / "anchors",
+        raw_text=raw,
+        shard_size=2,
+        progress=False,
+    )
+    monkeypatch.setattr(label, "_BATCH", 1)  # one sentence a task: many in flight, out of order
+    monkeypatch.setattr(build_anchors, "_START_METHOD", method)
+    two = label_corpus(
+        corpus / "gaz",
+        corpus / "two",
+        anchors_dir=corpus / "anchors",
+        raw_text=raw,
+        shard_size=2,
+        progress=False,
+        workers=2,
+    )
+    assert two["build_hash"] == one["build_hash"]  # the worker count is not an input
+    assert one["counts"] == two["counts"] and one["shards"] == two["shards"] and len(one["shards"]) > 2
+    for shard in one["shards"]:
+        assert (corpus / "one" / shard["file"]).read_bytes() == (corpus / "two" / shard["file"]).read_bytes()
+    assert label._WORKER_MATCHER is None  # the parent keeps no worker state
+
+
+def test_workers_key_and_its_range(corpus):
+    from cofee.config import GazetteerDataConfig
+    from cofee.utils.errors import ConfigError
+
+    assert GazetteerDataConfig().workers >= 1
+    with pytest.raises(ConfigError, match="data.gazetteer.workers"):
+        GazetteerDataConfig(workers=0).validate()
+    with pytest.raises(ConfigError, match="data.gazetteer.workers"):
+        label_corpus(
+            corpus / "gaz", corpus / "out", anchors_dir=corpus / "anchors", progress=False, workers=0
+        )

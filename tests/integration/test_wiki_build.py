@@ -6,6 +6,7 @@ import bz2
 import json
 import logging
 import multiprocessing
+import os
 import random
 import subprocess
 import sys
@@ -18,6 +19,8 @@ from cofee.config import AnchorBuildConfig
 from cofee.data.wiki import build_anchors as ba
 from cofee.data.wiki.build_anchors import build_anchor_corpus, iter_corpus, load_manifest
 from cofee.utils.errors import CofeeError, ConfigError, InputFileError
+from cofee.utils.io import atomic_directory, remove_stale_temp_dirs
+from tests.support import write_multistream_dump
 
 FIXTURE = Path(__file__).parents[1] / "fixtures" / "wiki" / "mini.xml"
 
@@ -387,6 +390,14 @@ def test_cli_builds_and_reports_a_missing_dump_on_one_line(tmp_path):
     errors = [line for line in missing.stderr.splitlines() if "error" in line]
     assert len(errors) == 1 and "none.xml" in errors[0] and "not found" in errors[0]
     assert not (tmp_path / "d").exists()
+    header_only = tmp_path / "header.xml"
+    data = FIXTURE.read_bytes()
+    header_only.write_bytes(data[: data.index(b"  <page>")] + b"</mediawiki>\n")
+    empty = run(f"data.anchors.dump={header_only}", f"data.anchors.corpus_dir={tmp_path / 'e'}")
+    assert empty.returncode == 2
+    errors = [line for line in empty.stderr.splitlines() if "error" in line]
+    assert len(errors) == 1 and str(header_only) in errors[0] and "no article page" in errors[0]
+    assert not (tmp_path / "e").exists() and not list(tmp_path.glob(".e.*"))
 
 
 def test_gensim_sample(tmp_path):
@@ -406,3 +417,143 @@ def test_gensim_sample(tmp_path):
             surface = record["text"][start:end]
             assert surface == surface.strip() and "[[" not in surface and "]]" not in surface
     assert n == counts["sentences"]
+
+
+# -- multistream dumps, encodings, empty builds, temp folders of killed builds ----------------------
+@pytest.mark.parametrize("workers", [1, 2])
+@pytest.mark.parametrize("pages_per_stream", [1, 3])
+def test_multistream_build_is_the_single_stream_build(tmp_path, monkeypatch, workers, pages_per_stream):
+    config = AnchorBuildConfig(
+        mark_repeats=True, shard_size=3, min_anchors_per_sentence=0, min_sentence_chars=1
+    )
+    single = tmp_path / "single.xml.bz2"
+    single.write_bytes(bz2.compress(FIXTURE.read_bytes()))
+    reference = build_anchor_corpus(single, tmp_path / "ref", config, num_workers=1, progress=False)
+    dump = write_multistream_dump(FIXTURE.read_bytes(), tmp_path, pages_per_stream=pages_per_stream)
+    monkeypatch.setattr(ba, "_CHUNK_BYTES", 1)  # one task per stream: many in flight
+    seen = []
+    iter_parse = ba.PageParser.iter_parse
+    monkeypatch.setattr(
+        ba.PageParser, "iter_parse", lambda self, chunk: seen.append(type(chunk)) or iter_parse(self, chunk)
+    )
+    manifest = build_anchor_corpus(dump, tmp_path / "multi", config, num_workers=workers, progress=False)
+    if workers == 1:
+        assert set(seen) == {ba.Streams}  # the worker side decompressed every page
+    assert manifest["counts"] == reference["counts"] and manifest["shards"] == reference["shards"]
+    assert shard_bytes(tmp_path / "multi") == shard_bytes(tmp_path / "ref")
+    assert list(iter_corpus(tmp_path / "multi")) == list(iter_corpus(tmp_path / "ref"))
+
+
+def test_gensim_utf16_dump_builds_like_its_utf8_copy(tmp_path):
+    """gensim's bgwiki sample is UTF-16 with a byte-order mark: one Cyrillic article."""
+    try:
+        sample = ba.default_dump_path()
+    except CofeeError:
+        pytest.skip("gensim not installed")
+    utf16 = sample.with_name("bgwiki-latest-pages-articles-shortened.xml.bz2")
+    utf8 = tmp_path / "bgwiki-utf8.xml"
+    utf8.write_bytes(bz2.decompress(utf16.read_bytes()).decode("utf-16").encode("utf-8"))
+    one = build_anchor_corpus(utf16, tmp_path / "utf16", AnchorBuildConfig(), progress=False)
+    two = build_anchor_corpus(utf8, tmp_path / "utf8", AnchorBuildConfig(), progress=False)
+    counts = one["counts"]
+    assert (counts["pages"], counts["sentences"], counts["anchors"]) == (1, 31, 79)
+    assert counts == two["counts"]
+    assert shard_bytes(tmp_path / "utf16") == shard_bytes(tmp_path / "utf8")
+    records = list(iter_corpus(tmp_path / "utf16"))
+    assert records[0]["title"] == "Григориански календар"
+    assert any("календар" in r["text"] for r in records)
+
+
+@pytest.mark.parametrize("kind", ["header_only", "redirects_only", "nothing_kept"])
+def test_a_build_that_keeps_nothing_fails_and_leaves_no_corpus(tmp_path, kind):
+    data = FIXTURE.read_bytes()
+    config = AnchorBuildConfig()
+    dump = tmp_path / "dump.xml"
+    if kind == "header_only":
+        dump.write_bytes(data[: data.index(b"  <page>")] + b"</mediawiki>\n")
+        expected = "no article page (namespace 0) in the dump (0 redirects, 0 pages of other namespaces)"
+    elif kind == "redirects_only":
+        text = data.decode("utf-8")
+        pages = text.split("  <page>")
+        dump.write_text(
+            "  <page>".join(p for p in pages if "<redirect" in p or "<mediawiki" in p), encoding="utf-8"
+        )
+        if not dump.read_text(encoding="utf-8").rstrip().endswith("</mediawiki>"):
+            dump.write_text(dump.read_text(encoding="utf-8") + "</mediawiki>\n", encoding="utf-8")
+        expected = "no article page (namespace 0) in the dump (2 redirects"
+    else:
+        dump.write_bytes(data)
+        config = AnchorBuildConfig(min_sentence_chars=1999)
+        expected = "no sentence kept from 3 article pages"
+    for workers in (1, 2):
+        with pytest.raises(InputFileError) as info:
+            build_anchor_corpus(dump, tmp_path / "out", config, num_workers=workers, progress=False)
+        assert info.value.path == str(dump) and expected in str(info.value) and "\n" not in str(info.value)
+        assert not (tmp_path / "out").exists()
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["dump.xml"]
+
+
+def _dead_pid() -> int:
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+def test_a_later_build_removes_the_temp_folders_of_dead_builds_only(tmp_path):
+    from cofee.utils import io
+
+    host = io._host_tag()
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        folders = {
+            "dead": tmp_path / f".corpus.{host}-{_dead_pid()}.abc_12.tmp",
+            "live": tmp_path / f".corpus.{host}-{live.pid}.abc_12.tmp",
+            "mine": tmp_path / f".corpus.{host}-{os.getpid()}.abc_12.tmp",
+            "old_legacy": tmp_path / ".corpus.k2j4_x9a.tmp",
+            "new_legacy": tmp_path / ".corpus.q2j4_x9a.tmp",
+            "old_other_host": tmp_path / ".corpus.elsewhere-1.abc_12.tmp",
+            "new_other_host": tmp_path / ".corpus.elsewhere-2.abc_12.tmp",
+            "other_corpus": tmp_path / f".corpus.x.{host}-{_dead_pid()}.abc_12.tmp",
+        }
+        day_ago = time.time() - 2 * io.STALE_TEMP_SECONDS
+        for name, folder in folders.items():
+            folder.mkdir()
+            (folder / "shard-00000.jsonl").write_text("{}\n", encoding="utf-8")
+            if name.startswith("old_"):
+                os.utime(folder / "shard-00000.jsonl", (day_ago, day_ago))
+                os.utime(folder, (day_ago, day_ago))
+        build(tmp_path / "corpus")
+        left = {name for name, folder in folders.items() if folder.exists()}
+        assert left == {"live", "mine", "new_legacy", "new_other_host", "other_corpus"}
+        assert remove_stale_temp_dirs(tmp_path / "corpus") == []
+    finally:
+        live.kill()
+        live.wait()
+    assert remove_stale_temp_dirs(tmp_path / "corpus") == [folders["live"]]
+
+
+def test_the_temp_folder_of_a_killed_build_is_removed_by_the_next_build(tmp_path):
+    code = (
+        "import sys, time\n"
+        "from cofee.utils.io import atomic_directory\n"
+        "with atomic_directory(sys.argv[1]) as tmp:\n"
+        "    (tmp / 'shard-00000.jsonl').write_text('half')\n"
+        "    print(tmp, flush=True)\n"
+        "    time.sleep(60)\n"
+    )
+    child = subprocess.Popen(
+        [sys.executable, "-c", code, str(tmp_path / "corpus")], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        left = Path(child.stdout.readline().strip())
+        assert left.is_dir() and left.name.startswith(".corpus.") and left.name.endswith(".tmp")
+        # a live build's folder is never taken away
+        with atomic_directory(tmp_path / "other"):
+            pass
+        assert remove_stale_temp_dirs(tmp_path / "corpus") == [] and left.is_dir()
+    finally:
+        child.kill()  # SIGKILL: no cleanup runs
+        child.wait()
+    assert left.is_dir()
+    build(tmp_path / "corpus")
+    assert not left.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["corpus", "other"]

@@ -24,14 +24,23 @@ Spans are character offsets (end exclusive), sorted and non-overlapping. ``sourc
 
 The default input is the anchor corpus (``iter_corpus``); ``raw_text`` labels a user's UTF-8 file
 instead, one sentence or document a line (blank lines skipped; ``page_id`` and ``title`` null).
+
+With ``workers > 1`` (``data.gazetteer.workers``) the matching runs in a process pool: the main
+process reads the input and hands out batches of ``_BATCH`` sentences (``apply_async``, at most
+``2 x workers`` in flight, so memory stays flat), takes the labelled lines back in submission order
+and writes them, so the shards are the same, byte for byte, for every worker count. Workers are
+forked on Linux and inherit the matcher (its automaton is never pickled); elsewhere they are spawned
+and load the gazetteer themselves (the start method is the anchor build's, ``_start_method``).
 """
 
 from __future__ import annotations
 
 import collections
+import gc
 import itertools
 import json
 import logging
+import multiprocessing
 import sys
 import time
 from collections.abc import Iterator
@@ -43,7 +52,7 @@ from cofee.config import MatchConfig
 from cofee.data.built_data import ShardWriter, iter_shard_records, read_manifest, up_to_date
 from cofee.data.gazetteer.build import load_gazetteer, load_gazetteer_manifest
 from cofee.data.gazetteer.matcher import GazetteerMatcher
-from cofee.utils.errors import CofeeError, InputFileError
+from cofee.utils.errors import CofeeError, ConfigError, InputFileError
 from cofee.utils.io import atomic_directory, atomic_write_json, sha256_file, stable_hash
 
 __all__ = ["label_corpus", "iter_labelled", "load_labelled_manifest", "label_record", "SPAN_SOURCES"]
@@ -54,6 +63,7 @@ FORMAT = "cofee-labelled-corpus"
 VERSION = 1
 SPAN_SOURCES = ("anchor", "gazetteer", "name_pattern")
 UNKNOWN = "unknown"  # the key of type null in counts
+_BATCH = 256  # sentences per task of a worker: per-task costs stay small, workers stay balanced
 
 
 def _free_of(matches, anchors: list[list]) -> Iterator:
@@ -118,6 +128,55 @@ def label_record(
     return spans
 
 
+def _label_batch_with(matcher: GazetteerMatcher, records: list[dict[str, Any]]):
+    """The output lines and counts of a batch of input records."""
+    counts: collections.Counter = collections.Counter()
+    lines = []
+    for record in records:
+        text = record["text"]
+        spans = label_record(matcher, text, record["spans"], counts)
+        counts["sentences"] += 1
+        counts["sentences_with_typed_spans"] += any(s[2] is not None for s in spans)
+        out = {"page_id": record.get("page_id"), "title": record.get("title"), "text": text, "spans": spans}
+        lines.append(json.dumps(out, ensure_ascii=False))
+    return lines, counts
+
+
+_WORKER_MATCHER: GazetteerMatcher | None = None  # set before forking: forked workers inherit it
+
+
+def _init_worker(gazetteer_dir: str, match: dict[str, Any]) -> None:
+    global _WORKER_MATCHER
+    if _WORKER_MATCHER is None:  # spawned: load the gazetteer in this process
+        _WORKER_MATCHER = GazetteerMatcher(load_gazetteer(gazetteer_dir), MatchConfig(**match))
+
+
+def _label_batch(records: list[dict[str, Any]]):
+    assert _WORKER_MATCHER is not None, "worker not initialised"
+    return _label_batch_with(_WORKER_MATCHER, records)
+
+
+def _start_pool(workers: int, matcher: GazetteerMatcher, gazetteer_dir: Path, match: MatchConfig):
+    """A pool whose workers hold ``matcher``: inherited when forked, rebuilt when spawned."""
+    global _WORKER_MATCHER
+    from cofee.data.wiki import build_anchors
+
+    method = build_anchors._start_method()
+    freeze = method == "fork" and gc.get_freeze_count() == 0
+    if method == "fork":
+        _WORKER_MATCHER = matcher
+    if freeze:
+        gc.freeze()  # forked workers then do not copy the matcher's objects on a collection
+    try:
+        return multiprocessing.get_context(method).Pool(
+            workers, initializer=_init_worker, initargs=(str(gazetteer_dir), asdict(match))
+        )
+    finally:
+        _WORKER_MATCHER = None
+        if freeze:
+            gc.unfreeze()
+
+
 def _iter_raw(path: Path, counts: collections.Counter) -> Iterator[dict[str, Any]]:
     try:
         handle = open(path, "rb")
@@ -170,13 +229,17 @@ def label_corpus(
     shard_size: int = 5000,
     progress: bool = True,
     force: bool = False,
+    workers: int = 1,
 ) -> dict[str, Any]:
     """Label the anchor corpus in ``anchors_dir`` and/or the lines of ``raw_text`` (both: the anchor
-    sentences first) with the gazetteer in ``gazetteer_dir``; write shards and return the manifest."""
+    sentences first) with the gazetteer in ``gazetteer_dir``; write shards and return the manifest.
+    ``workers``: processes that match (the output is the same for any number)."""
     match = match or MatchConfig()
     match.validate()
     if shard_size < 1:
         raise CofeeError(f"shard_size must be >= 1, got {shard_size}")
+    if workers < 1:
+        raise ConfigError("data.gazetteer.workers", f"must be >= 1, got {workers}")
     if anchors_dir is None and raw_text is None:
         raise CofeeError("label_corpus needs an anchor corpus (anchors_dir) or a text file (raw_text)")
     out_dir = Path(out_dir)
@@ -219,23 +282,37 @@ def label_corpus(
         )
     with atomic_directory(out_dir) as tmp:
         writer = ShardWriter(tmp, shard_size)
+        pool = None
+        pending: collections.deque = collections.deque()
+
+        def take(result) -> None:
+            lines, batch_counts = result
+            writer.write(lines)
+            counts.update(batch_counts)
+            if bar is not None:
+                bar.update(len(lines))
+
         try:
-            for record in records:
-                text = record["text"]
-                spans = label_record(matcher, text, record["spans"], counts)
-                counts["sentences"] += 1
-                counts["sentences_with_typed_spans"] += any(s[2] is not None for s in spans)
-                out = {
-                    "page_id": record.get("page_id"),
-                    "title": record.get("title"),
-                    "text": text,
-                    "spans": spans,
-                }
-                writer.write([json.dumps(out, ensure_ascii=False)])
-                if bar is not None:
-                    bar.update(1)
+            while batch := list(itertools.islice(records, _BATCH)):
+                if workers == 1:
+                    take(_label_batch_with(matcher, batch))
+                    continue
+                if pool is None:
+                    pool = _start_pool(workers, matcher, Path(gazetteer_dir), match)
+                pending.append(pool.apply_async(_label_batch, (batch,)))
+                while len(pending) >= 2 * workers:
+                    take(pending.popleft().get())
+            while pending:
+                take(pending.popleft().get())
+            if pool is not None:
+                pool.close()
+                pool.join()
+                pool = None
         finally:
             writer.close()
+            if pool is not None:
+                pool.terminate()
+                pool.join()
             if bar is not None:
                 bar.close()
         manifest = {

@@ -38,5 +38,6 @@ def prepare_labelled_corpus(anchors, gazetteer: GazetteerDataConfig, progress: b
         anchors_dir=anchors.corpus_dir if gazetteer.with_anchors else None,
         raw_text=gazetteer.raw_text,
         shard_size=gazetteer.shard_size,
+        workers=gazetteer.workers,
         progress=progress,
     )

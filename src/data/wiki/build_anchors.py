@@ -14,6 +14,9 @@ How it runs (memory stays flat whatever the dump size):
 
 * The main process only decompresses the dump and cuts it into chunks of whole ``<page>`` elements
   (``DumpReader.chunks``, ~256 KB of XML each; the header is parsed once there, for the namespaces).
+  A multistream dump with its index (``*-multistream.xml.bz2`` beside ``*-multistream-index.txt.bz2``)
+  is not even decompressed there: a task is then a byte range of whole bz2 streams (``Streams``),
+  which the worker decompresses itself, so decompression no longer limits the build.
   Parsing the chunk's XML, splitting off redirects and cleaning the articles all happen in
   ``_process_chunk_with``, which returns the sentence lines, counts and the chunk's redirects.
 * With ``num_workers > 1`` that runs in a process pool (``fork`` on Linux, else ``spawn``: see
@@ -32,6 +35,9 @@ How it runs (memory stays flat whatever the dump size):
   the one structure that grows with the dump. Pass 2 rewrites each shard, replacing targets that are
   redirects (chains followed up to 8 hops). This avoids decompressing and parsing the dump twice,
   which costs more than re-reading the (smaller) output.
+
+A build that yields no article page, no sentence or no span is an ``InputFileError`` naming the dump
+(a wrong file, a wrong namespace, settings that keep nothing), and leaves no corpus.
 
 Span ``target``: the linked article (normalised title, redirects resolved); for ``title`` spans the
 page's own title. ``min_anchors_per_sentence`` counts spans of every kind.
@@ -56,7 +62,7 @@ from typing import Any
 
 from cofee.config import AnchorBuildConfig
 from cofee.data.built_data import ShardWriter, iter_shard_records, read_manifest, up_to_date
-from cofee.data.wiki.dump import CHUNK_BYTES, Chunk, DumpReader, PageParser, dump_progress_bar
+from cofee.data.wiki.dump import CHUNK_BYTES, Chunk, DumpReader, PageParser, Streams, dump_progress_bar
 from cofee.data.wiki.sentences import split_sentences
 from cofee.data.wiki.wikitext import WikitextCleaner, normalize_title
 from cofee.utils.errors import CofeeError, ConfigError, InputFileError
@@ -175,22 +181,27 @@ def _process_batch_with(batch, cleaner, config):
 
 
 def _process_chunk_with(
-    chunk: Chunk, parser: PageParser, cleaner: WikitextCleaner, config: AnchorBuildConfig
+    chunk: Chunk | Streams, parser: PageParser, cleaner: WikitextCleaner, config: AnchorBuildConfig
 ):
-    """Parse one chunk of the dump and clean its articles; its redirects go back to the main process."""
-    pages, skipped = parser.parse(chunk)
-    batch: list[tuple[int, str, str]] = []
+    """Parse one chunk of the dump and clean its articles; its redirects go back to the main process.
+    ``Streams`` are decompressed and parsed a part at a time, each part cleaned before the next."""
+    lines: list[str] = []
+    counts: collections.Counter = collections.Counter()
     redirects: list[tuple[str, str]] = []
-    for page in pages:
-        if page.redirect is None:
-            batch.append((page.page_id, page.title, page.text))
-            continue
-        source = normalize_title(page.title)
-        target = normalize_title(page.redirect.split("#", 1)[0])
-        if source and target and source != target:
-            redirects.append((source, target))
-    lines, counts = _process_batch_with(batch, cleaner, config)
-    counts.update(pages=len(batch), redirects=len(pages) - len(batch), skipped_pages=skipped)
+    for pages, skipped in parser.iter_parse(chunk):
+        batch: list[tuple[int, str, str]] = []
+        for page in pages:
+            if page.redirect is None:
+                batch.append((page.page_id, page.title, page.text))
+                continue
+            source = normalize_title(page.title)
+            target = normalize_title(page.redirect.split("#", 1)[0])
+            if source and target and source != target:
+                redirects.append((source, target))
+        part_lines, part_counts = _process_batch_with(batch, cleaner, config)
+        lines += part_lines
+        counts.update(part_counts)
+        counts.update(pages=len(batch), redirects=len(pages) - len(batch), skipped_pages=skipped)
     return lines, counts, redirects
 
 
@@ -236,7 +247,7 @@ def _init_worker(parser: PageParser, config_dict: dict[str, Any]) -> None:
     _WORKER_STATE = (parser, WikitextCleaner(parser.namespaces), AnchorBuildConfig(**config_dict))
 
 
-def _process_chunk(chunk: Chunk):
+def _process_chunk(chunk: Chunk | Streams):
     assert _WORKER_STATE is not None, "worker not initialised"
     return _process_chunk_with(chunk, *_WORKER_STATE)
 
@@ -299,7 +310,7 @@ def _build_into(folder: Path, dump_path: Path, config: AnchorBuildConfig, num_wo
         counts.update(chunk_counts)
         redirects.update(chunk_redirects)
 
-    def submit(chunk: Chunk) -> None:
+    def submit(chunk: Chunk | Streams) -> None:
         nonlocal pool, state, last_position
         if state is None:  # the header has been read: namespaces and root URI are known
             parser = reader.page_parser()
@@ -348,6 +359,27 @@ def _build_into(folder: Path, dump_path: Path, config: AnchorBuildConfig, num_wo
     return counts, writer.shards
 
 
+def _check_not_empty(dump_path: Path, counts: collections.Counter, config: AnchorBuildConfig) -> None:
+    """A build that keeps no page, sentence or span is the wrong input or settings, never a corpus."""
+    if not counts["pages"]:
+        raise InputFileError(
+            dump_path,
+            f"no article page (namespace 0) in the dump ({counts['redirects']} redirects, "
+            f"{counts['skipped_pages']} pages of other namespaces): no corpus written",
+        )
+    if not counts["sentences"]:
+        raise InputFileError(
+            dump_path,
+            f"no sentence kept from {counts['pages']} article pages (a sentence needs "
+            f"min_anchors_per_sentence={config.min_anchors_per_sentence} spans and "
+            f"{config.min_sentence_chars}-{config.max_sentence_chars} characters): no corpus written",
+        )
+    if not counts["anchors"] + counts["repeats"] + counts["titles"]:
+        raise InputFileError(
+            dump_path, f"no anchor in the {counts['sentences']} sentences kept: no corpus written"
+        )
+
+
 def build_anchor_corpus(
     dump_path: str | Path,
     out_dir: str | Path,
@@ -373,6 +405,7 @@ def build_anchor_corpus(
     log.info("building anchor corpus %s from %s with %d process(es)", out_dir, dump_path, num_workers)
     with atomic_directory(out_dir) as tmp:
         counts, shards = _build_into(tmp, dump_path, config, num_workers, progress)
+        _check_not_empty(dump_path, counts, config)
         manifest = {
             "format": FORMAT,
             "version": VERSION,
