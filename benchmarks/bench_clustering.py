@@ -31,6 +31,17 @@ Trials alternate between a figure's two variants and each keeps its best trial (
 3, pooling 7), so that the load of other jobs on a shared machine disturbs both alike.
 
 Run: python -m benchmarks.bench_clustering   (writes benchmarks/results/clustering.json)
+
+``python -m benchmarks.bench_clustering scale`` writes ``fet_clustering_scale.json``, one figure:
+
+* ``fet_cluster_peak_rss_1m_vs_100k``: peak RSS (``ru_maxrss``) of a child process that plays the
+  clustering rank: `cluster_features` with the defaults of `stages.fet.cluster` (k=23, PCA 128,
+  ``max_train_spans`` 200k) on 1M synthetic spans (random float32, 384 dims), against the same child
+  on 100k spans. The child's spans are produced chunk by chunk (`_SyntheticRows`, as a rank reads
+  its shard from disk), so what grows with N is the training sample (capped), the per-span
+  assignments and distances (12 bytes a span), not 4 x 384 bytes a span. Target <= 1.5x. Refresh
+  seconds of both are in the JSON (``seconds``). Each size runs in a fresh child: the figure is the
+  child's own peak, not this process's.
 """
 
 from __future__ import annotations
@@ -225,6 +236,95 @@ def extraction_figures() -> tuple[list[dict], dict]:
     return figures, extra
 
 
+SCALE_SIZES = (100_000, 1_000_000)
+
+
+class _SyntheticRows:
+    """[n, 384] float32 random span vectors, made chunk by chunk from a per-chunk seed (never all held)."""
+
+    CHUNK = 65_536
+
+    def __init__(self, n: int, dim: int = DIM):
+        self.shape = (n, dim)
+
+    def _chunk(self, c: int) -> np.ndarray:
+        n = min(self.CHUNK, self.shape[0] - c * self.CHUNK)
+        return np.random.default_rng([7, c]).standard_normal((n, self.shape[1]), dtype=np.float32)
+
+    def __getitem__(self, key) -> np.ndarray:
+        if isinstance(key, slice):
+            start, stop, _ = key.indices(self.shape[0])
+            rows = np.arange(start, stop)
+        else:
+            rows = np.asarray(key, dtype=np.int64)
+        out = np.empty((rows.shape[0], self.shape[1]), dtype=np.float32)
+        chunks = rows // self.CHUNK
+        for c in np.unique(chunks):
+            where = chunks == c
+            out[where] = self._chunk(int(c))[rows[where] - c * self.CHUNK]
+        return out
+
+
+def _scale_child(n: int) -> None:
+    """In a fresh process: cluster n spans as the clustering rank would; print JSON with peak RSS."""
+    import json
+    import resource
+
+    from cofee.config import FETClusterConfig
+
+    cfg = ClusterConfig.from_stage(FETClusterConfig(), run_seed=0)
+    started = time.perf_counter()
+    result = cluster_features(_SyntheticRows(n), cfg, epoch=1)
+    seconds = time.perf_counter() - started
+    rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(
+        json.dumps(
+            {
+                "n": n,
+                "rss_mb": rss_mb,
+                "seconds": seconds,
+                "train_spans": result.train_spans,
+                "iterations": result.iterations,
+                "max_train_spans": cfg.max_train_spans,
+            }
+        )
+    )
+
+
+def scale_run() -> dict:
+    import json
+    import subprocess
+    import sys
+
+    runs = {}
+    for n in SCALE_SIZES:
+        out = subprocess.run(
+            [sys.executable, "-m", "benchmarks.bench_clustering", "scale-child", str(n)],
+            check=True,
+            capture_output=True,
+            text=True,
+        )
+        runs[n] = json.loads(out.stdout.strip().splitlines()[-1])
+    small, large = runs[SCALE_SIZES[0]], runs[SCALE_SIZES[1]]
+    fig = figure(
+        "fet_cluster_peak_rss_1m_vs_100k",
+        large["rss_mb"],
+        "MB peak RSS",
+        small["rss_mb"],
+        1.5,
+        f"clustering rank, stages.fet.cluster defaults (max_train_spans={large['max_train_spans']}), "
+        f"random 384-dim float32 spans streamed by chunk; {SCALE_SIZES[1]} vs {SCALE_SIZES[0]} spans",
+        lower_is_better=True,
+    )
+    path = write_results(
+        "fet_clustering_scale",
+        [fig],
+        threads=torch.get_num_threads(),
+        runs=[runs[n] for n in SCALE_SIZES],
+    )
+    return {"path": str(path), "figures": [fig]}
+
+
 def run() -> dict:
     torch.manual_seed(0)
     extract_figs, extract_extra = extraction_figures()
@@ -237,5 +337,10 @@ def run() -> dict:
 
 
 if __name__ == "__main__":
-    for fig in run()["figures"]:
-        print(fig)
+    import sys
+
+    if sys.argv[1:2] == ["scale-child"]:
+        _scale_child(int(sys.argv[2]))
+    else:
+        for fig in (scale_run() if sys.argv[1:2] == ["scale"] else run())["figures"]:
+            print(fig)

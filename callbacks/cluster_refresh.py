@@ -14,9 +14,15 @@
   and goes into the export manifest.
 
 Under DDP every rank records the spans of its own shard; the vectors recorded this epoch are gathered
-to every rank (so the stores stay identical), rank 0 clusters the whole store and broadcasts: every
-rank ends with identical pseudo-labels and an identical re-initialised head. The state is saved on
-the epoch boundary after the refresh (Lightning runs checkpoint callbacks last).
+to every rank (so the stores stay identical, and a resume from rank 0's checkpoint has them all).
+The clustering (`cluster_distributed`) trains PCA and k-means on a seeded sample of at most
+`cluster.max_train_spans` spans, by span id, gathered on rank 0; the PCA and centroids are broadcast
+and each rank assigns the spans it owns (span id modulo world size). The sampler deals the windows
+out to the ranks anew every epoch, so the labels are then gathered (`gather_labels`, 16 bytes a
+span): every rank ends with identical pseudo-labels for every span and an identical re-initialised
+head. Cluster sizes and `nmi_prev` come from per-rank counts summed across ranks, over all spans.
+The history entry records `max_train_spans` and `train_spans` (the sample used). The state is saved
+on the epoch boundary after the refresh (Lightning runs checkpoint callbacks last).
 """
 
 from __future__ import annotations
@@ -30,7 +36,13 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 
-from cofee.clustering.distributed import PseudoLabels, cluster_distributed, gather_features
+from cofee.clustering.distributed import (
+    PseudoLabels,
+    cluster_distributed,
+    gather_features,
+    gather_labels,
+    reduced_nmi,
+)
 from cofee.clustering.features import SpanFeatures, SpanFeatureStore, extract_span_features
 from cofee.clustering.kmeans import ClusterConfig, ClusteringError, derive_seed
 from cofee.clustering.quality import nmi, purity
@@ -39,9 +51,11 @@ from cofee.config import REFRESH_FEATURES
 log = logging.getLogger(__name__)
 
 
-def _rank() -> int:
+def _rank_world() -> tuple[int, int]:
     dist = torch.distributed
-    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
 
 
 def _ranks_agree(labels: PseudoLabels) -> int:
@@ -118,6 +132,8 @@ class ClusterRefreshCallback(pl.Callback):
             "k": self.cluster.k,
             "every_n_epochs": self.every_n_epochs,
             "features": self.features,
+            "max_train_spans": self.cluster.max_train_spans,
+            "stats_from": "cluster sizes and nmi_prev: per-rank counts summed across ranks, all spans",
             "refreshes": len(refreshes),
             "mean_refresh_seconds": _mean(h["seconds"] for h in refreshes),
             "mean_refresh_share": _mean(h["share"] for h in refreshes if h["share"] is not None),
@@ -175,13 +191,15 @@ class ClusterRefreshCallback(pl.Callback):
         install the labels; after a previous clustering also re-initialise the cluster head."""
         started = time.perf_counter()
         self.store.update(gather_features(local, all_ranks=True), stamp)
-        everything = self.store.known() if _rank() == 0 else self.store.empty()
-        labels = cluster_distributed(everything, self.cluster, label_epoch)
+        own = cluster_distributed(self.store.owned(*_rank_world()), self.cluster, label_epoch)
+        labels = gather_labels(own)
         previous, self.labels = self.labels, labels
         pl_module.set_pseudo_labels(labels)
         entry = {
             "label_epoch": label_epoch,
             "spans": int(labels.stats.get("spans", len(labels.span_ids))),
+            "max_train_spans": labels.stats.get("max_train_spans"),
+            "train_spans": labels.stats.get("train_spans"),
             "cluster_seconds": round(float(labels.stats["seconds"]), 3),
             "iterations": labels.stats.get("iterations"),
             "seed": labels.stats.get("seed"),
@@ -191,9 +209,9 @@ class ClusterRefreshCallback(pl.Callback):
         }
         entry.update(self.fine_type_agreement(labels))
         if previous is not None:
-            entry["nmi_prev"] = round(
-                nmi(previous.lookup(labels.span_ids, missing=-1), labels.assignments), 4
-            )
+            before = previous.lookup(own.span_ids, missing=-1)
+            k_before = len(previous.class_weights)
+            entry["nmi_prev"] = round(reduced_nmi(before, own.assignments, k_before, self.cluster.k), 4)
             pl_module.reset_cluster_head(derive_seed(self.seed, label_epoch), optimizers)
         entry["seconds"] = round(time.perf_counter() - started, 3)
         return entry

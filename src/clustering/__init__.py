@@ -1,14 +1,23 @@
 """Stage 3 support: span features, PCA-whitened FAISS k-means pseudo-labels, and their DDP plumbing.
 
 - `features`: `extract_span_features(encoder, batches, mode, layer)` -> `SpanFeatures(features, span_ids)`
-- `kmeans`: `ClusterConfig`, `cluster_features(features, cfg, epoch)` -> `ClusterResult`
-- `distributed`: `gather_features`, `cluster_distributed` -> `PseudoLabels` (identical on every rank)
-- `quality`: `nmi`, `purity`, `random_assignment_baseline`, `cluster_quality`
+- `kmeans`: `ClusterConfig`, `cluster_features(features, cfg, epoch)` -> `ClusterResult`; its halves
+  `fit_clusters` (a bounded, seeded training sample -> `ClusterModel`) and `assign_features`
+- `distributed`: `gather_features`, `cluster_distributed` -> `PseudoLabels` of the rank's own spans,
+  `gather_labels` (every span's, on every rank), `reduced_nmi`
+- `quality`: `nmi`, `nmi_from_counts`, `purity`, `random_assignment_baseline`, `cluster_quality`
 
 Nothing here depends on Lightning; FAISS is imported only when clustering runs.
 """
 
-from cofee.clustering.distributed import PseudoLabels, cluster_distributed, dedup_sorted, gather_features
+from cofee.clustering.distributed import (
+    PseudoLabels,
+    cluster_distributed,
+    dedup_sorted,
+    gather_features,
+    gather_labels,
+    reduced_nmi,
+)
 from cofee.clustering.features import (
     SpanFeatures,
     extract_span_features,
@@ -18,30 +27,39 @@ from cofee.clustering.features import (
 from cofee.clustering.kmeans import (
     ClusterConfig,
     ClusteringError,
+    ClusterModel,
     ClusterResult,
     TooFewSpansError,
+    assign_features,
     cluster_features,
     derive_seed,
+    fit_clusters,
 )
-from cofee.clustering.quality import cluster_quality, nmi, purity, random_assignment_baseline
+from cofee.clustering.quality import cluster_quality, nmi, nmi_from_counts, purity, random_assignment_baseline
 
 __all__ = [
     "ClusterConfig",
+    "ClusterModel",
     "ClusterResult",
     "ClusteringError",
     "PseudoLabels",
     "SpanFeatures",
     "TooFewSpansError",
+    "assign_features",
     "cluster_distributed",
     "cluster_features",
     "cluster_quality",
     "dedup_sorted",
     "derive_seed",
     "extract_span_features",
+    "fit_clusters",
     "gather_features",
+    "gather_labels",
     "load_span_features",
     "nmi",
+    "nmi_from_counts",
     "purity",
     "random_assignment_baseline",
+    "reduced_nmi",
     "save_span_features",
 ]

@@ -82,6 +82,11 @@ class SpanFeatureStore:
     def recorded_in(self, epoch: int) -> SpanFeatures:
         return self._rows(self.epochs == epoch)
 
+    def owned(self, rank: int, world: int) -> SpanFeatures:
+        """The spans with a vector whose id is `rank` modulo `world` (the spans this rank assigns)."""
+        ids = torch.arange(len(self))
+        return self._rows((self.epochs != self.NEVER) & (ids % max(world, 1) == rank))
+
     def known(self) -> SpanFeatures:
         """Every span with a vector, sorted by span id."""
         return self._rows(self.epochs != self.NEVER)

@@ -9,9 +9,17 @@ centroid, and classes weighted by inverse cluster variance. What we add:
 - GPU FAISS is used when the FAISS build has GPUs and `use_gpu` is "auto" or True, on the device
   `gpu_device` names, or else torch's current CUDA device (the local rank's under DDP): never a
   hard-coded GPU 0. `use_gpu=True` without a GPU build or GPU is an error, not a silent CPU run.
-- All points train k-means unless `max_points_per_centroid` is set (FAISS caps the training set at
-  256 x k by default and subsamples silently; faiss #1679). PCA trains on at most `pca_max_train`
-  spans (a seeded sample: a covariance of 100k x 384 is already exact to three digits).
+- PCA and k-means train on a sample of at most `max_train_spans` spans, chosen by global span id
+  (`train_sample`: the spans of the smallest seeded hashes of their ids, seed from (seed, epoch)), so
+  the sample is the same whatever the number of ranks or the sharding; then every span is assigned
+  to its nearest centroid, in chunks (`assign_features`), so memory is bounded by the sample and a
+  chunk, not by the corpus. The sample is explicit and recorded (`ClusterResult.train_spans`); FAISS's
+  own silent subsampling (256 x k points by default; faiss #1679) is switched off unless
+  `max_points_per_centroid` is set. PCA trains on at most `pca_max_train` spans of the sample (the
+  ones of the smallest hashes: a covariance of 100k x 384 is already exact to three digits).
+- `fit_clusters` (sample -> `ClusterModel`: the PCA matrix and the centroids, small enough to
+  broadcast) and `assign_features` (any rank's own spans -> assignments) are the two halves that
+  `cofee.clustering.distributed` runs on different ranks; `cluster_features` runs both in one process.
 - Empty clusters (possible when points repeat: FAISS splits empty clusters while training, but the
   final nearest-centroid assignment can still leave a centroid with no span) are counted, not fatal.
   Their class weight is 0: no span carries their label, so the weight never enters a loss, and they
@@ -71,7 +79,11 @@ class ClusterConfig:
     seed: int = 0  # k-means and PCA-sample seeds derive from (seed, epoch)
     max_points_per_centroid: int | None = bounded(
         None, ge=1
-    )  # None: train on every span (no silent subsampling)
+    )  # None: train on every span of the sample (no silent subsampling)
+    max_train_spans: int | None = bounded(
+        200_000, ge=1
+    )  # PCA and k-means train on a seeded sample of at most this many spans, by span id; None: all
+    assign_chunk: int = bounded(65_536, ge=1)  # spans transformed and assigned at a time
     class_weights: str = "inverse_variance"  # or "uniform"
     use_gpu: bool | str = "auto"  # "auto": GPU FAISS when one is there; True: require it; False: CPU
     gpu_device: int | None = None  # None: torch's current CUDA device (the local rank's under DDP)
@@ -91,6 +103,7 @@ class ClusterConfig:
             class_weights=stage.class_weights,
             use_gpu=stage.use_gpu,
             threads=stage.threads,
+            max_train_spans=stage.max_train_spans,
         )
 
     def validate(self, prefix: str = "cluster") -> None:
@@ -102,6 +115,18 @@ class ClusterConfig:
             )
         if gpu_flag(self.use_gpu) is None:
             raise ConfigError(f"{prefix}.use_gpu", f"must be auto, true or false, got {self.use_gpu!r}")
+        if self.max_train_spans is not None and (
+            self.max_train_spans < self.k or (self.pca_dim and self.max_train_spans <= self.pca_dim)
+        ):
+            raise ConfigError(
+                f"{prefix}.max_train_spans",
+                f"{self.max_train_spans} cannot train k={self.k} clusters"
+                + (
+                    f" after a PCA to {self.pca_dim} dims (need more spans than pca_dim)"
+                    if self.pca_dim
+                    else ""
+                ),
+            )
 
 
 @dataclass
@@ -120,6 +145,7 @@ class ClusterResult:
     iterations: int  # run, over all restarts: FAISS stops a run early once its objective stops changing
     on_gpu: bool
     config: dict = field(default_factory=dict)
+    train_spans: int = 0  # spans the PCA and k-means trained on (the sample), at most max_train_spans
 
     @property
     def k(self) -> int:
@@ -164,32 +190,6 @@ def _pick_gpu(cfg: ClusterConfig) -> int | None:
     return device
 
 
-def _preprocess(x: np.ndarray, cfg: ClusterConfig, seed: int) -> np.ndarray:
-    import faiss
-
-    n, d_in = x.shape
-    if cfg.pca_dim:
-        d_out = min(cfg.pca_dim, d_in)
-        sample = x
-        if cfg.pca_max_train is not None and n > cfg.pca_max_train:
-            rows = np.sort(np.random.default_rng(seed).choice(n, cfg.pca_max_train, replace=False))
-            sample = x[rows]
-        pca = faiss.PCAMatrix(d_in, d_out, float(cfg.eigen_power))
-        pca.max_points_per_d = max(1, -(-sample.shape[0] // d_in))  # never subsample again inside FAISS
-        pca.train(np.ascontiguousarray(sample))
-        x = pca.apply(x)
-        if not np.isfinite(x).all():
-            raise ClusteringError(
-                f"PCA whitening produced non-finite values: the {n} span vectors span fewer than "
-                f"pca_dim={d_out} directions; lower cluster.pca_dim or set cluster.eigen_power=0"
-            )
-    else:
-        x = np.array(x, dtype=np.float32, order="C", copy=True)  # normalised in place below: not the caller's
-    if cfg.normalize:
-        faiss.normalize_L2(x)
-    return x
-
-
 def _class_weights(sizes: np.ndarray, variances: np.ndarray, scheme: str) -> np.ndarray:
     filled = sizes > 0
     weights = np.zeros(sizes.shape[0], dtype=np.float64)
@@ -203,34 +203,153 @@ def _class_weights(sizes: np.ndarray, variances: np.ndarray, scheme: str) -> np.
     return weights.astype(np.float32)
 
 
-def cluster_features(features: np.ndarray, cfg: ClusterConfig, epoch: int = 0) -> ClusterResult:
-    """Cluster span features [N, D] into `cfg.k` pseudo-classes; rows keep their input order.
+_SIGN = np.uint64(1 << 63)
 
-    Runs in the calling process (FAISS threads and fork do not mix; docs/design.md, "FAISS"), on CPU or
-    the GPU `_pick_gpu` chooses. Deterministic on CPU for a given (features, cfg, epoch) and thread count.
-    """
+
+def id_priorities(span_ids, seed: int) -> np.ndarray:
+    """A seeded hash of each span id (splitmix64: a bijection, so no two ids tie), as int64 in the
+    order of the unsigned hash. The training sample is the spans of the smallest priorities: a rule
+    on the id alone, so every rank, and a single process, picks the same spans."""
+    with np.errstate(over="ignore"):
+        z = np.asarray(span_ids, dtype=np.int64).astype(np.uint64)
+        z = z + np.uint64(int(seed) & 0xFFFFFFFFFFFFFFFF) * np.uint64(0x9E3779B97F4A7C15)
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        z = z ^ (z >> np.uint64(31))
+    return (z ^ _SIGN).view(np.int64)
+
+
+def sample_threshold(priorities: np.ndarray, max_train: int | None) -> int | None:
+    """The largest priority of the `max_train` smallest (unique) priorities; None: every span."""
+    priorities = np.unique(np.asarray(priorities, dtype=np.int64))
+    if max_train is None or priorities.shape[0] <= max_train:
+        return None
+    return int(priorities[max_train - 1])
+
+
+@dataclass
+class ClusterModel:
+    """What assigning needs, small enough to broadcast: the PCA (FAISS-serialised) and the centroids."""
+
+    centroids: np.ndarray  # [k, d] float32, in the PCA-whitened, normalised space
+    pca: tuple[np.ndarray, np.ndarray] | None  # the trained PCA as (A [d_out, d_in], b [d_out]); None: none
+    normalize: bool
+    seed: int
+    epoch: int
+    objective: float
+    iterations: int
+    train_spans: int  # the sample it trained on
+    seconds: float  # PCA + k-means training
+    on_gpu: bool
+
+    def __getstate__(self):
+        return {k: v for k, v in self.__dict__.items() if k != "_transform"}
+
+    @property
+    def dim(self) -> int:
+        return int(self.centroids.shape[1])
+
+    def transform(self, x: np.ndarray) -> np.ndarray:
+        """Span vectors -> the clustered space (PCA, whitening, L2 normalisation); a new array."""
+        import faiss
+
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        if self.pca is not None:
+            pca = self.__dict__.get("_transform")
+            if pca is None:  # FAISS's own apply (x A^T + b), on every rank from the same matrices
+                matrix, bias = self.pca
+                pca = faiss.LinearTransform(int(matrix.shape[1]), int(matrix.shape[0]), True)
+                faiss.copy_array_to_vector(np.ascontiguousarray(matrix, dtype=np.float32).ravel(), pca.A)
+                faiss.copy_array_to_vector(np.ascontiguousarray(bias, dtype=np.float32), pca.b)
+                pca.is_trained = True
+                self.__dict__["_transform"] = pca
+            x = pca.apply(x)
+            if not np.isfinite(x).all():
+                raise ClusteringError(
+                    f"PCA whitening produced non-finite values: the span vectors span fewer than "
+                    f"pca_dim={pca.d_out} directions; lower cluster.pca_dim or set cluster.eigen_power=0"
+                )
+        else:
+            x = np.array(x, dtype=np.float32, order="C", copy=True)  # normalised in place: not the caller's
+        if self.normalize:
+            faiss.normalize_L2(x)
+        return x
+
+
+class _FaissThreads:
+    """`cfg.threads` OpenMP threads for FAISS inside the block, the previous setting after it."""
+
+    def __init__(self, cfg: ClusterConfig):
+        self.threads = cfg.threads
+
+    def __enter__(self):
+        import faiss
+
+        self.before = faiss.omp_get_max_threads()
+        if self.threads:
+            faiss.omp_set_num_threads(int(self.threads))
+
+    def __exit__(self, *exc):
+        import faiss
+
+        if self.threads:
+            faiss.omp_set_num_threads(self.before)
+
+
+def check_sample(n_sample: int, cfg: ClusterConfig, dim: int) -> None:
+    """`TooFewSpansError` when `n_sample` training spans cannot make `cfg.k` clusters (or the PCA)."""
+    pca_dim = min(cfg.pca_dim, dim) if cfg.pca_dim else None
+    if n_sample < cfg.k or (pca_dim is not None and n_sample <= pca_dim):
+        raise TooFewSpansError(
+            n_sample, cfg.k, pca_dim if pca_dim is not None and n_sample <= pca_dim else None
+        )
+
+
+def fit_clusters(sample: np.ndarray, sample_ids, cfg: ClusterConfig, epoch: int = 0) -> ClusterModel:
+    """Train the PCA and k-means on the training sample (rows sorted by span id), seeds from (seed, epoch)."""
     import faiss
 
     cfg.validate()
-    x = np.asarray(features, dtype=np.float32)
+    x = np.ascontiguousarray(sample, dtype=np.float32)
     if x.ndim != 2:
         raise ValueError(f"features must be [spans, dim], got shape {x.shape}")
-    n = x.shape[0]
-    pca_dim = min(cfg.pca_dim, x.shape[1]) if cfg.pca_dim else None
-    if n < cfg.k or (pca_dim is not None and n <= pca_dim):
-        raise TooFewSpansError(n, cfg.k, pca_dim if pca_dim is not None and n <= pca_dim else None)
+    n, d_in = x.shape
+    check_sample(n, cfg, d_in)
     if not np.isfinite(x).all():
         raise ClusteringError("span features contain NaN or infinite values")
-
     started = time.perf_counter()
     seed = derive_seed(cfg.seed, epoch)
-    threads = faiss.omp_get_max_threads()
-    if cfg.threads:
-        faiss.omp_set_num_threads(int(cfg.threads))
-    try:
+    with _FaissThreads(cfg):
         device = _pick_gpu(cfg)
-        x = _preprocess(x, cfg, seed)
-        d = x.shape[1]
+        pca_bytes = None
+        if cfg.pca_dim:
+            d_out = min(cfg.pca_dim, d_in)
+            pca_rows = x
+            threshold = sample_threshold(id_priorities(sample_ids, seed), cfg.pca_max_train)
+            if threshold is not None:  # the spans of the smallest priorities, still in id order
+                pca_rows = x[id_priorities(sample_ids, seed) <= threshold]
+            pca = faiss.PCAMatrix(d_in, d_out, float(cfg.eigen_power))
+            pca.max_points_per_d = max(1, -(-pca_rows.shape[0] // d_in))  # never subsample inside FAISS
+            pca.train(np.ascontiguousarray(pca_rows))
+            pca_bytes = (
+                faiss.vector_to_array(pca.A).reshape(d_out, d_in).astype(np.float32),
+                faiss.vector_to_array(pca.b).astype(np.float32),
+            )
+        model = ClusterModel(
+            np.zeros((0, 0), np.float32),
+            pca_bytes,
+            bool(cfg.normalize),
+            seed,
+            int(epoch),
+            0.0,
+            0,
+            n,
+            0.0,
+            device is not None,
+        )
+        y = model.transform(x)
+        del x
+        d = y.shape[1]
         kmeans = faiss.Kmeans(
             d,
             int(cfg.k),
@@ -238,34 +357,102 @@ def cluster_features(features: np.ndarray, cfg: ClusterConfig, epoch: int = 0) -
             nredo=int(cfg.nredo),
             seed=seed,
             verbose=bool(cfg.verbose),
+            # explicit: every span of the sample trains (FAISS would keep 256 x k of them, silently)
             max_points_per_centroid=int(cfg.max_points_per_centroid or max(n // cfg.k + 1, 256)),
+            gpu=False,
         )
         resources = None
         if device is not None:
             resources = faiss.StandardGpuResources()
             kmeans.index = faiss.index_cpu_to_gpu(resources, device, faiss.IndexFlatL2(d))
-        objective = float(kmeans.train(x))
-        distances, labels = kmeans.index.search(x, 1)
-    finally:
-        if cfg.threads:
-            faiss.omp_set_num_threads(threads)
-    assignments = labels[:, 0].astype(np.int64)
+        model.objective = float(kmeans.train(y))
+    model.centroids = np.asarray(kmeans.centroids, dtype=np.float32)
+    model.iterations = len(kmeans.iteration_stats or ())
+    model.seconds = time.perf_counter() - started
+    return model
+
+
+def assign_features(features, model: ClusterModel, cfg: ClusterConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Nearest centroid of every row of `features` (an array, a memmap, or anything sliced by rows),
+    `cfg.assign_chunk` rows at a time: (assignments int64 [N], squared distances float32 [N])."""
+    import faiss
+
+    n = int(features.shape[0])
+    assignments = np.empty(n, dtype=np.int64)
+    distances = np.empty(n, dtype=np.float32)
+    with _FaissThreads(cfg):
+        device = _pick_gpu(cfg)
+        index = faiss.IndexFlatL2(model.dim)
+        resources = None
+        if device is not None:
+            resources = faiss.StandardGpuResources()
+            index = faiss.index_cpu_to_gpu(resources, device, index)
+        index.add(np.ascontiguousarray(model.centroids))
+        step = int(cfg.assign_chunk)
+        for start in range(0, n, step):
+            block = np.asarray(features[start : start + step], dtype=np.float32)
+            if not np.isfinite(block).all():
+                raise ClusteringError("span features contain NaN or infinite values")
+            dist, labels = index.search(model.transform(block), 1)
+            assignments[start : start + step] = labels[:, 0]
+            distances[start : start + step] = np.maximum(dist[:, 0], 0.0)
+    return assignments, distances
+
+
+def cluster_stats(sizes: np.ndarray, sums: np.ndarray, scheme: str) -> tuple[np.ndarray, np.ndarray]:
+    """(variances, class weights) from the cluster sizes and sums of squared distances."""
+    k = sizes.shape[0]
+    variances = np.divide(sums, sizes, out=np.zeros(k), where=sizes > 0)
+    return variances, _class_weights(sizes, variances, scheme)
+
+
+def training_rows(span_ids: np.ndarray, cfg: ClusterConfig, epoch: int) -> np.ndarray:
+    """Rows of the training sample among `span_ids` (unique), in span id order."""
+    priorities = id_priorities(span_ids, derive_seed(cfg.seed, epoch))
+    threshold = sample_threshold(priorities, cfg.max_train_spans)
+    rows = np.arange(span_ids.shape[0]) if threshold is None else np.flatnonzero(priorities <= threshold)
+    return rows[np.argsort(span_ids[rows], kind="stable")]
+
+
+def cluster_features(features, cfg: ClusterConfig, epoch: int = 0, span_ids=None) -> ClusterResult:
+    """Cluster span features [N, D] into `cfg.k` pseudo-classes; rows keep their input order.
+
+    `span_ids` (unique; default the row numbers) choose the training sample (`max_train_spans`), so a
+    run on several ranks that hold the same spans picks the same one. Runs in the calling process
+    (FAISS threads and fork do not mix; docs/design.md, "FAISS"), on CPU or the GPU `_pick_gpu`
+    chooses. Deterministic on CPU for a given (features, span ids, cfg, epoch) and thread count.
+    """
+    cfg.validate()
+    if not hasattr(features, "shape") or not hasattr(features, "__getitem__"):
+        features = np.asarray(features, dtype=np.float32)
+    if len(features.shape) != 2:
+        raise ValueError(f"features must be [spans, dim], got shape {tuple(features.shape)}")
+    n = int(features.shape[0])
+    ids = np.arange(n, dtype=np.int64) if span_ids is None else np.asarray(span_ids, dtype=np.int64)
+    if ids.shape[0] != n:
+        raise ValueError(f"{n} feature rows but {ids.shape[0]} span ids")
+    check_sample(min(n, cfg.max_train_spans or n), cfg, int(features.shape[1]))
+    started = time.perf_counter()
+    rows = training_rows(ids, cfg, epoch)
+    model = fit_clusters(np.asarray(features[rows], dtype=np.float32), ids[rows], cfg, epoch)
+    assignments, distances = assign_features(features, model, cfg)
     sizes = np.bincount(assignments, minlength=cfg.k).astype(np.int64)
-    sums = np.bincount(assignments, weights=np.maximum(distances[:, 0], 0.0), minlength=cfg.k)
-    variances = np.divide(sums, sizes, out=np.zeros(cfg.k), where=sizes > 0)
+    sums = np.bincount(assignments, weights=distances.astype(np.float64), minlength=cfg.k)
+    variances, weights = cluster_stats(sizes, sums, cfg.class_weights)
     return ClusterResult(
         assignments=assignments,
-        centroids=np.asarray(kmeans.centroids, dtype=np.float32),
-        class_weights=_class_weights(sizes, variances, cfg.class_weights),
+        centroids=model.centroids,
+        class_weights=weights,
         sizes=sizes,
         variances=variances.astype(np.float32),
         seconds=time.perf_counter() - started,
         empty=int((sizes == 0).sum()),
-        seed=seed,
+        seed=model.seed,
         epoch=int(epoch),
-        dim=int(d),
-        objective=objective,
-        iterations=len(kmeans.iteration_stats or ()),
-        on_gpu=device is not None,
+        dim=model.dim,
+        objective=model.objective,
+        iterations=model.iterations,
+        on_gpu=model.on_gpu,
         config=asdict(cfg),
+        train_spans=model.train_spans,
     )

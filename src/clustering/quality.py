@@ -53,3 +53,26 @@ def cluster_quality(assignments, labels, k: int | None = None, seed: int = 0) ->
         "random_nmi": baseline["nmi"],
         "random_purity": baseline["purity"],
     }
+
+
+def nmi_from_counts(table) -> float:
+    """`nmi` of two labelings given only their contingency counts (rows: one labeling, columns: the
+    other), as sklearn computes it; so ranks can sum their counts instead of sending their labels."""
+    from sklearn.metrics import mutual_info_score
+
+    table = np.asarray(table, dtype=np.int64)
+    table = table[table.sum(axis=1) > 0][:, table.sum(axis=0) > 0]
+    rows, cols = table.shape
+    if rows == cols == 1 or rows == cols == 0:
+        return 1.0
+    mi = mutual_info_score(None, None, contingency=table)
+    if mi == 0:
+        return 0.0
+    total = table.sum()
+
+    def entropy(counts):
+        p = counts[counts > 0] / total
+        return float(-(p * np.log(p)).sum())
+
+    normalizer = max((entropy(table.sum(axis=1)) + entropy(table.sum(axis=0))) / 2, np.finfo("float64").eps)
+    return float(mi / normalizer)

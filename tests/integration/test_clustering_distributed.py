@@ -1,4 +1,7 @@
-"""Pseudo-labels under DDP: 2 real processes on gloo (CPU) against a single-process run."""
+"""Pseudo-labels under DDP: 2 real processes on gloo (CPU) against a single-process run.
+
+Each rank ends with the labels of its own spans only; their union must be the single-process labels
+of all spans, with every span in the training sample and with a sample capped by `max_train_spans`."""
 
 import socket
 from pathlib import Path
@@ -14,9 +17,13 @@ from cofee.clustering import (
     cluster_distributed,
     dedup_sorted,
     gather_features,
+    gather_labels,
+    nmi,
+    reduced_nmi,
 )
 
 CFG = {"k": 6, "pca_dim": 8, "niter": 20, "seed": 7}
+CAPPED = {**CFG, "max_train_spans": 120, "pca_max_train": 60}  # a sample of 120 of the 300 spans
 EPOCH = 3
 
 
@@ -38,6 +45,12 @@ def shards(data: SpanFeatures):
     return [SpanFeatures(data.features[r], data.span_ids[r]) for r in (rank0, rank1)]
 
 
+def owned(data: SpanFeatures, rank: int, world: int = 2) -> SpanFeatures:
+    """The spans a rank assigns (span id modulo world size, as ClusterRefreshCallback deals them)."""
+    mine = data.span_ids % world == rank
+    return SpanFeatures(data.features[mine], data.span_ids[mine])
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -56,8 +69,14 @@ def _worker(rank: int, world: int, port: int, out_dir: str) -> None:
         on_root = gather_features(local)
         nothing = SpanFeatures(np.zeros((0, 16), np.float32), np.zeros(0, np.int64))
         one_sided = gather_features(local if rank == 0 else nothing, all_ranks=True)  # rank 1 holds none
-        labels = cluster_distributed(local, ClusterConfig(**CFG), EPOCH)
+        mine = owned(synthetic(), rank)
+        labels = cluster_distributed(mine, ClusterConfig(**CFG), EPOCH)
         span_ids, assignments, weights = labels
+        capped = cluster_distributed(mine, ClusterConfig(**CAPPED), EPOCH)
+        everyone = gather_labels(capped)
+        # NMI of the capped against the full labels, from per-rank counts summed across ranks
+        same = np.searchsorted(capped.span_ids, span_ids)
+        nmi_reduced = reduced_nmi(assignments, capped.assignments[same], 6, 6)
         try:
             cluster_distributed(local, ClusterConfig(**{**CFG, "k": 500, "pca_dim": None}), EPOCH)
             error = ""
@@ -73,6 +92,14 @@ def _worker(rank: int, world: int, port: int, out_dir: str) -> None:
             assignments=assignments,
             weights=weights,
             stats_spans=labels.stats["spans"],
+            capped_span_ids=capped.span_ids,
+            capped_assignments=capped.assignments,
+            capped_weights=capped.class_weights,
+            capped_train=capped.stats["train_spans"],
+            capped_sizes=[capped.stats[key] for key in ("min", "max", "empty")],
+            everyone_ids=everyone.span_ids,
+            everyone_assignments=everyone.assignments,
+            nmi_reduced=nmi_reduced,
             error=error,
         )
     finally:
@@ -86,17 +113,34 @@ def test_two_gloo_ranks_agree_with_a_single_process(tmp_path, monkeypatch):
 
     data = synthetic()
     single = cluster_distributed(data, ClusterConfig(**CFG), EPOCH)  # no process group: local
+    single_capped = cluster_distributed(data, ClusterConfig(**CAPPED), EPOCH)
+    assert single_capped.stats["train_spans"] == 120 and single.stats["train_spans"] == 300
+    assert single_capped.stats["max_train_spans"] == 120
+    for name, reference in (("", single), ("capped_", single_capped)):
+        # each rank holds the labels of its own spans only; their union is the single-process run
+        own = [(out[f"{name}span_ids"], out[f"{name}assignments"]) for out in ranks]
+        for (ids, assigned), shard in zip(own, (owned(data, 0), owned(data, 1))):
+            np.testing.assert_array_equal(ids, np.unique(shard.span_ids))
+            np.testing.assert_array_equal(assigned, reference.lookup(ids))
+        union_ids = np.unique(np.concatenate([ids for ids, _ in own]))
+        np.testing.assert_array_equal(union_ids, reference.span_ids)
+        for out in ranks:  # class weights from per-rank sums: equal up to the order of the additions
+            np.testing.assert_allclose(out[f"{name}weights"], reference.class_weights, rtol=1e-5)
+    for out in ranks:
+        assert int(out["capped_train"]) == 120
+        assert out["capped_sizes"].tolist() == ranks[0]["capped_sizes"].tolist()  # the same on every rank
+        # gather_labels: every span's label on every rank
+        np.testing.assert_array_equal(out["everyone_ids"], single_capped.span_ids)
+        np.testing.assert_array_equal(out["everyone_assignments"], single_capped.assignments)
+        expected = nmi(single.assignments, single_capped.assignments)
+        assert abs(float(out["nmi_reduced"]) - expected) < 1e-9
     for r, out in enumerate(ranks):
         # the gather: every span once, sorted by id, the padding repeat dropped
         np.testing.assert_array_equal(out["gathered_ids"], data.span_ids)
         np.testing.assert_array_equal(out["gathered"], data.features)
         assert bool(out["root_is_none"]) == (r == 1)
         np.testing.assert_array_equal(out["one_sided_ids"], np.sort(shards(data)[0].span_ids))
-        # identical pseudo-labels on both ranks, equal to the single-process run
-        np.testing.assert_array_equal(out["span_ids"], single.span_ids)
-        np.testing.assert_array_equal(out["assignments"], single.assignments)
-        np.testing.assert_array_equal(out["weights"], single.class_weights)
-        assert int(out["stats_spans"]) == 300
+        assert int(out["stats_spans"]) == 300  # per-rank counts, summed
         # an error on the clustering rank reaches every rank (no hang)
         assert "cannot cluster 300 spans" in str(out["error"])
     assert single.stats["k"] == 6 and single.result is not None
