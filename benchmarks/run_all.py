@@ -13,6 +13,7 @@ BENCHMARKS = [
     "benchmarks.bench_clustering",
     "benchmarks.bench_gazetteer",
     "benchmarks.bench_fet",
+    "benchmarks.bench_data_setup",
     "benchmarks.bench_study_workers",
     "benchmarks.bench_curriculum_gpu",  # skipped, with the reason recorded, without a GPU
 ]

@@ -81,7 +81,8 @@ class CurriculumCallback(pl.Callback):
     def manifest(self, trainer: pl.Trainer) -> dict:
         """The export's manifest, less the fields `export_encoder` adds (format, version, time, head)."""
         data_manifest = getattr(trainer.datamodule, "manifest", None)
-        extras = {}
+        # what the data module adds (its sampling, token cache and parent spans), then the callbacks
+        extras = dict(getattr(trainer.datamodule, "manifest_entry", dict)())
         for callback in trainer.callbacks:  # what a stage callback adds (FET: the clustering history)
             if callback is not self:
                 extras.update(getattr(callback, "manifest_entry", dict)())

@@ -107,56 +107,73 @@ class LengthBucketBatchSampler(Sampler[list[int]]):
         return consumed if world == now else consumed * world // now
 
     # -- batches ----------------------------------------------------------------------------------
-    def _world_batches(self, world: int) -> list[list[int]]:
+    # A plan is (order, size, ids): batch `b` is `order[b * size : (b + 1) * size]`, and `ids` lists the
+    # batches in the order they are handed out. Arrays only, so an epoch over tens of millions of windows
+    # costs a few bytes per window, never a Python list of them.
+    def _world_plan(self, world: int) -> tuple[np.ndarray, int, np.ndarray]:
         if world > 1 and not self.equal_shards:
             # evaluation: smaller batches when there are fewer than ranks, so no rank is left empty
             n = len(self.lengths)
             size = min(self.batch_size, max(1, math.ceil(n / world)))
             if size != self.batch_size:
-                return self._all_batches(size)
-        return self._all_batches()
+                return self._plan(size)
+        return self._plan()
 
-    def _all_batches(self, batch_size: int | None = None) -> list[list[int]]:
+    def _plan(self, batch_size: int | None = None) -> tuple[np.ndarray, int, np.ndarray]:
         batch_size = batch_size or self.batch_size
+        n = len(self.lengths)
         rng = np.random.default_rng([self.seed, self.epoch])
-        order = rng.permutation(len(self.lengths)) if self.shuffle else np.arange(len(self.lengths))
+        order = rng.permutation(n) if self.shuffle else np.arange(n)
         if self.bucket:
             pool = batch_size * self.pool_factor
-            pools = [order[i : i + pool] for i in range(0, len(order), pool)]
+            pools = [order[i : i + pool] for i in range(0, n, pool)]
             # stable sort keeps the shuffled order among equal lengths
             order = np.concatenate([p[np.argsort(self.lengths[p], kind="stable")] for p in pools] or [order])
-        batches = [order[i : i + batch_size].tolist() for i in range(0, len(order), batch_size)]
-        if self.drop_last and batches and len(batches[-1]) < batch_size:
-            batches.pop()
+        count = math.ceil(n / batch_size)
+        if self.drop_last and count and n % batch_size:
+            count -= 1
+        ids = np.arange(count)
         if self.shuffle and self.bucket:
-            batches = [batches[i] for i in rng.permutation(len(batches))]
-        return batches
+            ids = rng.permutation(count)
+        return order, batch_size, ids
+
+    @staticmethod
+    def _batches(order: np.ndarray, size: int, ids: np.ndarray) -> Iterator[list[int]]:
+        for b in ids.tolist():
+            yield order[b * size : (b + 1) * size].tolist()
+
+    def _all_batches(self, batch_size: int | None = None) -> list[list[int]]:
+        return list(self._batches(*self._plan(batch_size)))
+
+    def _rank_plan(self) -> tuple[np.ndarray, int, np.ndarray]:
+        rank, world = _world()
+        order, size, ids = self._world_plan(world)
+        if world > 1 and len(ids):
+            if self.equal_shards or len(ids) < world:
+                # every rank needs the same number of steps: repeat leading batches to fill the last round
+                total = math.ceil(len(ids) / world) * world
+                ids = ids[np.arange(total) % len(ids)]
+            ids = ids[rank::world]
+        return order, size, ids
 
     def rank_batches(self) -> list[list[int]]:
         """This rank's batches of the current epoch, in order."""
-        rank, world = _world()
-        batches = self._world_batches(world)
-        if world > 1 and batches:
-            if self.equal_shards or len(batches) < world:
-                # every rank needs the same number of steps: repeat leading batches to fill the last round
-                total = math.ceil(len(batches) / world) * world
-                batches = [batches[i % len(batches)] for i in range(total)]
-            batches = batches[rank::world]
-        return batches
+        return list(self._batches(*self._rank_plan()))
 
     def __iter__(self) -> Iterator[list[int]]:
         # a generator: nothing runs before the first batch is asked for, so an epoch or position set
         # after `iter()` (torch calls it when it builds a loader iterator) still applies
         start = self._resume_skip()
         self.consumed = start
-        for batch in self.rank_batches()[start:]:
+        order, size, ids = self._rank_plan()
+        for batch in self._batches(order, size, ids[start:]):
             self.consumed += 1
             yield batch
 
     def __len__(self) -> int:
         _, world = _world()
         if world > 1 and not self.equal_shards:
-            return len(self.rank_batches())  # shards differ by a batch
+            return len(self._rank_plan()[2])  # shards differ by a batch
         n = len(self.lengths)
         count = n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
         return math.ceil(count / world)
@@ -255,8 +272,10 @@ def window_loader(
 ) -> DataLoader:
     """The loader every stage uses: length-bucketed (always for evaluation), shuffled when training;
     a training loader is resumable mid-epoch (`ResumableLoader`)."""
+    lengths = getattr(windows, "lengths", None)  # a token cache view holds them as one array
+    lengths = [len(w) for w in windows] if lengths is None else lengths
     sampler = LengthBucketBatchSampler(
-        [len(w) for w in windows], batch_size, shuffle=train, seed=seed, bucket=bucket or not train
+        lengths, batch_size, shuffle=train, seed=seed, bucket=bucket or not train
     )
     kind = ResumableLoader if train else DataLoader
     return kind(

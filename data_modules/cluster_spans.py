@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 from torch.utils.data import DataLoader
 
 from cofee.data.alignment import EncodedWindow
@@ -57,16 +58,19 @@ class ClusterDataModule(GazetteerDataModule):
             self.assign_span_ids()
 
     def assign_span_ids(self) -> None:
+        """One pass over the training windows (streamed from the cache): the span ids are a running
+        count (one int64 offset per window, kept by the window view), the types per span id a list."""
         records = self.record_spans["train"]
+        windows = self.train_windows
         types: list[str] = []
-        next_id = 0
-        for window in self.train_windows:
-            window.span_ids = list(range(next_id, next_id + len(window.spans)))
-            next_id += len(window.spans)
+        counts = np.zeros(len(windows), dtype=np.int64)
+        for index, window in enumerate(windows):
+            counts[index] = len(window.spans)
             types.extend(str(span[2]) for span in window.spans)
             for record in span_records(window, records[window.sentence_index]):
                 self.span_fine_types.append(record[4] if record and len(record) > 4 else None)
                 self.span_sources.append(record[3] if record else None)
+        windows.span_offsets = np.cumsum(counts) - counts
         self.span_types = types
 
     @property

@@ -6,28 +6,48 @@ same rule and seed as ESI (so no dev page of either stage is trained on), encode
 their type and every other entity span (an anchor no list types, a type outside `types`) with the
 unknown type ``?``; with `esi_export` it also runs the parent's ESI head over the training windows
 and marks the spans it finds on O-labelled words as unknown-type entities.
+
+The windows come from the token cache (`cofee.data_modules.token_cache`, built once, memory-mapped).
+The parent-head pass is a built artifact too: `<cache>/parent_spans/<key>/` (the labels and spans of
+the windows it changed, and a manifest with the parent export's manifest hash and the cache key),
+computed once per parent export and training sample (sharded across DDP ranks: each rank runs its
+share of the batches, rank 0 merges) and reused on resume.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import os
+import shutil
 from dataclasses import asdict
 from pathlib import Path
 
-import numpy as np
 import pytorch_lightning as pl
 import torch
+from filelock import FileLock
 from tqdm.auto import tqdm
 from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
 from cofee.config import GazetteerDataConfig
-from cofee.data.alignment import AlignmentStats, EncodedWindow, encode_sentences
-from cofee.data.gazetteer.label import iter_labelled, load_labelled_manifest
+from cofee.data.alignment import AlignmentStats, EncodedWindow
+from cofee.data.gazetteer.label import _check_record as check_labelled_record
+from cofee.data.gazetteer.label import load_labelled_manifest
 from cofee.data.gazetteer.pipeline import prepare_labelled_corpus
 from cofee.data.tagging import spans_to_tags
-from cofee.data_modules.batching import TrainValWindowLoaders, WindowCollator
-from cofee.data_modules.wiki_anchor import is_dev_page
+from cofee.data_modules.batching import TrainValWindowLoaders, WindowCollator, _world
+from cofee.data_modules.token_cache import (
+    CachedWindows,
+    ParentSpans,
+    SentenceSpans,
+    ensure_token_cache,
+    load_cache_manifest,
+    read_arrow,
+    write_arrow,
+)
+from cofee.data_modules.wiki_anchor import data_manifest_entry, open_splits
 from cofee.models.partial_labels import UNKNOWN_TYPE, extended_labels
+from cofee.utils.io import atomic_write_json, read_json, stable_hash
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +70,7 @@ class GazetteerDataModule(TrainValWindowLoaders, pl.LightningDataModule):
         seed: int = 0,
         bucket: bool = True,
         num_workers: int = 0,
+        sample_key: str = "max_train_sentences",
     ):
         super().__init__()
         self.tokenizer = tokenizer
@@ -68,13 +89,17 @@ class GazetteerDataModule(TrainValWindowLoaders, pl.LightningDataModule):
         self.bucket = bucket
         self.num_workers = num_workers
         self.label2id = {label: i for i, label in enumerate(extended_labels(scheme, self.types))}
-        self.train_windows: list[EncodedWindow] | None = None
-        self.val_windows: list[EncodedWindow] | None = None
+        self.sample_key = sample_key
+        self.train_windows: CachedWindows | None = None
+        self.val_windows: CachedWindows | None = None
         self.stats: dict[str, AlignmentStats] = {}
         # per split, each sentence's labelled spans as the corpus has them ([start, end, type, source,
-        # fine_type], characters); a window's `sentence_index` indexes its split's list
-        self.record_spans: dict[str, list[list[list]]] = {}
+        # fine_type], characters); a window's `sentence_index` indexes its split's sequence
+        self.record_spans: dict[str, SentenceSpans] = {}
         self.esi_marked_spans = 0
+        self.cache: Path | None = None  # the token cache folder, after `setup`
+        self.sampling: dict | None = None
+        self.parent_spans: dict | None = None  # the parent-span artifact's manifest, when one is used
 
     @property
     def labelled_dir(self) -> Path:
@@ -82,71 +107,169 @@ class GazetteerDataModule(TrainValWindowLoaders, pl.LightningDataModule):
 
     def prepare_data(self) -> None:
         prepare_labelled_corpus(self.anchors, self.gazetteer)
+        self.ensure_cache()
 
     @property
     def manifest(self) -> dict:
         return load_labelled_manifest(self.labelled_dir)
 
-    def _entity_spans(self, record: dict) -> list[tuple[int, int, str]]:
-        return [(s, e, t if t in self.types else UNKNOWN_TYPE) for s, e, t, *_ in record["spans"]]
+    @property
+    def cache_dir(self) -> Path:
+        found = getattr(self.anchors, "cache_dir", None)
+        return Path(found) if found else self.labelled_dir.parent / "token_cache"
+
+    def cache_settings(self) -> dict:
+        return {
+            "scheme": str(self.scheme),
+            "label2id": dict(self.label2id),
+            "max_length": self.max_length,
+            "dev_fraction": self.dev_fraction,
+            "split_seed": self.split_seed,
+            "mapping": {"kind": "labelled", "types": list(self.types), "unknown": UNKNOWN_TYPE},
+            "keep_raw": True,
+        }
+
+    def ensure_cache(self) -> Path:
+        """The token cache of this corpus, tokenizer and windowing (built by the first process to ask)."""
+        return ensure_token_cache(
+            self.cache_dir,
+            self.labelled_dir,
+            self.manifest,
+            check_labelled_record,
+            self.tokenizer,
+            self.cache_settings(),
+            int(getattr(self.anchors, "num_proc", 1)),
+        )
 
     def setup(self, stage: str | None = None) -> None:
         if self.train_windows is not None:
             return  # idempotent: Lightning may call setup more than once
-        # per split: texts, spans as encoded, spans as the corpus has them
-        split: dict[str, tuple[list, list, list]] = {"train": ([], [], []), "val": ([], [], [])}
-        for line, record in enumerate(iter_labelled(self.labelled_dir)):
-            page = record["page_id"] if record.get("page_id") is not None else line  # raw text: per line
-            name = "val" if is_dev_page(page, self.dev_fraction, self.split_seed) else "train"
-            split[name][0].append(record["text"])
-            split[name][1].append(self._entity_spans(record))
-            split[name][2].append(record["spans"])
-        texts, spans, raw = split["train"]
-        if self.max_train_sentences is not None and len(texts) > self.max_train_sentences:
-            keep = np.sort(
-                np.random.default_rng(self.seed).permutation(len(texts))[: self.max_train_sentences]
-            )
-            split["train"] = ([texts[i] for i in keep], [spans[i] for i in keep], [raw[i] for i in keep])
-        encoded = {}
-        for name, (texts, spans, raw) in split.items():
-            self.record_spans[name] = raw
-            self.stats[name] = AlignmentStats()
-            encoded[name] = encode_sentences(
-                self.tokenizer, texts, spans, self.scheme, self.label2id, self.max_length, self.stats[name]
-            )
+        self.cache = self.ensure_cache()
+        train, val, self.sampling = open_splits(
+            self.cache, self.max_train_sentences, self.seed, self.sample_key
+        )
+        for name, windows in (("train", train), ("val", val)):
+            self.record_spans[name] = SentenceSpans(self.cache / f"{name}-sentences")
+            self.stats[name] = windows.stats()
             log.info("labelled corpus %s: %s", name, asdict(self.stats[name]))
-        self.train_windows, self.val_windows = encoded["train"], encoded["val"]
-        if not self.train_windows or not self.val_windows:
+        if not len(train) or not len(val):
             raise ValueError(
-                f"{self.labelled_dir}: the split gave {len(self.train_windows)} train and "
-                f"{len(self.val_windows)} dev windows; adjust data.anchors.dev_fraction"
+                f"{self.labelled_dir}: the split gave {len(train)} train and "
+                f"{len(val)} dev windows; adjust data.anchors.dev_fraction"
             )
         if self.esi_export is not None:
-            self.esi_marked_spans = self.mark_esi_spans(self.train_windows)
+            self.esi_marked_spans = self.attach_parent_spans(train)
+        self.train_windows, self.val_windows = train, val
 
-    def mark_esi_spans(self, windows: list[EncodedWindow]) -> int:
-        """Spans the parent's ESI head finds on words labelled O become unknown-type entities."""
+    def manifest_entry(self) -> dict:
+        """What the stage manifest records of this data: the sample, the token cache, parent spans."""
+        entry = data_manifest_entry(self.cache, self.sampling)
+        if self.parent_spans is not None:
+            entry["parent_spans"] = self.parent_spans
+        return entry
+
+    # -- the parent-head pass, a built artifact ---------------------------------------------------
+    def attach_parent_spans(self, windows: CachedWindows) -> int:
+        """Marks the parent head's spans on O words (`mark_esi_spans`), from the artifact of this
+        parent export, cache and sample: built first when missing (each rank its share of the
+        batches), then read by every rank. Returns the number of spans marked."""
+        from cofee.models.export import manifest_hash, read_export_manifest
+
+        rows = windows.rows
+        inputs = {
+            "parent": manifest_hash(read_export_manifest(self.esi_export)),
+            "parent_path": str(self.esi_export),
+            "cache": load_cache_manifest(self.cache)["key"],
+            "rows": "all" if rows is None else hashlib.sha256(rows.tobytes()).hexdigest()[:16],
+            "batch_size": self.eval_batch_size,  # the batches the head saw
+        }
+        key = stable_hash({k: v for k, v in inputs.items() if k != "parent_path"})
+        root = self.cache / "parent_spans"
+        folder = root / key
+        if not (folder / "manifest.json").is_file():
+            rank, world = _world()
+            if world > 1:
+                self._build_parent_spans_distributed(windows, folder, inputs, rank, world)
+            else:
+                root.mkdir(parents=True, exist_ok=True)
+                with FileLock(str(root / f".{key}.lock")):
+                    if not (folder / "manifest.json").is_file():
+                        self._build_parent_spans_distributed(windows, folder, inputs, 0, 1)
+        manifest = read_json(folder / "manifest.json")
+        if manifest.get("marked") is None:
+            log.warning("%s has no span head: only untyped anchors count as unknown-type", self.esi_export)
+            return 0
+        windows.parent = ParentSpans(folder)
+        self.parent_spans = {"key": key, "parent": inputs["parent"], "marked": manifest["marked"]}
+        log.info("ESI marked %d spans on O words as unknown-type entities (%s)", manifest["marked"], folder)
+        return int(manifest["marked"])
+
+    def _build_parent_spans_distributed(
+        self, windows: CachedWindows, folder: Path, inputs: dict, rank: int, world: int
+    ) -> None:
+        import pyarrow as pa
+
+        parts = folder.with_name(f".{folder.name}.parts")
+        barrier = torch.distributed.barrier if world > 1 else (lambda: None)
+        if rank == 0:
+            shutil.rmtree(parts, ignore_errors=True)  # a crashed earlier build's parts
+            parts.mkdir(parents=True)
+        barrier()
+        found = self.mark_esi_spans(windows, rank=rank, world=world)
+        if found is not None:
+            write_arrow(parts / f"rank-{rank}.arrow", pa.Table.from_pydict(found, schema=PARENT_SCHEMA))
+        barrier()
+        if rank == 0:
+            tmp = folder.with_name(f".{folder.name}.tmp-{os.getpid()}")
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
+            marked = None
+            if found is not None:
+                tables = [read_arrow(parts / f"rank-{r}.arrow") for r in range(world)]
+                merged = pa.concat_tables(tables).sort_by("row")
+                write_arrow(tmp / ParentSpans.FILE, merged)
+                marked = int(sum(merged.column("marked").to_pylist()))
+            atomic_write_json(tmp / "manifest.json", {**inputs, "marked": marked, "ranks": world})
+            shutil.rmtree(folder, ignore_errors=True)
+            os.replace(tmp, folder)
+            shutil.rmtree(parts, ignore_errors=True)
+        barrier()
+
+    def mark_esi_spans(self, windows, rank: int = 0, world: int = 1) -> dict | None:
+        """Runs the parent's head over this rank's share of the batches of `windows` (batch `c` of
+        `eval_batch_size` windows goes to rank `c % world`, so the batches are those of one process);
+        returns, for each window where it found spans on words labelled O, the row, new labels and
+        spans (`marked`: how many spans it added). None: the export has no span head."""
         from cofee.models.export import load_export_head, load_exported_encoder
 
         encoder, _ = load_exported_encoder(self.esi_export)
         head = load_export_head(self.esi_export, encoder.config.hidden_size)
         if head is None:
-            log.warning("%s has no span head: only untyped anchors count as unknown-type", self.esi_export)
-            return 0
+            return None
         encoder.eval()
         collate = WindowCollator(self.tokenizer.pad_token_id)
         outside = self.label2id["O"]
-        marked = 0
+        out: dict[str, list] = {k: [] for k in ("row", "labels", "span_starts", "span_ends", "span_types")}
+        out["marked"] = []
+        starts = range(rank * self.eval_batch_size, len(windows), world * self.eval_batch_size)
         with torch.no_grad():
-            for start in tqdm(range(0, len(windows), self.eval_batch_size), desc="ESI spans", leave=False):
-                chunk = windows[start : start + self.eval_batch_size]
+            for start in tqdm(starts, desc="ESI spans", leave=False):
+                indices = list(range(start, min(start + self.eval_batch_size, len(windows))))
+                chunk = [_plain(w) for w in windows.__getitems__(indices)] if indices else []
                 batch = collate(chunk)
                 hidden = encoder(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
                 predicted = head.decode(head(hidden.last_hidden_state), batch)
-                for window, spans in zip(chunk, predicted):
-                    marked += self._mark(window, spans, outside)
-        log.info("ESI marked %d spans on O words as unknown-type entities", marked)
-        return marked
+                for index, window, spans in zip(indices, chunk, predicted):
+                    marked = self._mark(window, spans, outside)
+                    if not marked:
+                        continue
+                    out["row"].append(windows.row(index) if hasattr(windows, "row") else index)
+                    out["labels"].append(list(window.labels))
+                    out["span_starts"].append([int(s[0]) for s in window.spans])
+                    out["span_ends"].append([int(s[1]) for s in window.spans])
+                    out["span_types"].append([str(s[2]) for s in window.spans])
+                    out["marked"].append(marked)
+        return out
 
     def _mark(self, window: EncodedWindow, spans: list, outside: int) -> int:
         free = [
@@ -162,3 +285,35 @@ class GazetteerDataModule(TrainValWindowLoaders, pl.LightningDataModule):
                 window.labels[window.word_positions[word]] = self.label2id[tag]
         window.spans = sorted(window.spans + [(s, e, UNKNOWN_TYPE) for s, e in free])
         return len(free)
+
+
+def _plain(window: EncodedWindow) -> EncodedWindow:
+    """A copy that writes nowhere (a cached window records assignments in its view's overlay)."""
+    return EncodedWindow(
+        input_ids=list(window.input_ids),
+        labels=list(window.labels),
+        word_positions=list(window.word_positions),
+        word_char_spans=list(window.word_char_spans),
+        spans=list(window.spans),
+        sentence_index=window.sentence_index,
+        word_offset=window.word_offset,
+    )
+
+
+def _parent_schema():
+    import pyarrow as pa
+
+    ints = pa.list_(pa.int32())
+    return pa.schema(
+        [
+            ("row", pa.int64()),
+            ("labels", ints),
+            ("span_starts", ints),
+            ("span_ends", ints),
+            ("span_types", pa.list_(pa.string())),
+            ("marked", pa.int32()),
+        ]
+    )
+
+
+PARENT_SCHEMA = _parent_schema()

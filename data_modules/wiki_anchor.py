@@ -1,7 +1,10 @@
 """WikiAnchorDataModule: the anchor corpus as type-agnostic entity spans for ESI.
 
-`prepare_data` builds the corpus (or finds it up to date) on one process per node; `setup` reads it,
-holds out whole pages for dev (no sentence of a dev page is trained on), and aligns spans to tokens.
+`prepare_data` builds the corpus (or finds it up to date) and its token cache on one process per
+node; `setup` opens the cache (building it under a file lock if `prepare_data` did not run): whole
+pages held out for dev (no sentence of a dev page is trained on), spans aligned to tokens, windows
+memory-mapped (`cofee.data_modules.token_cache`). The seeded training sample
+(`max_train_sentences`) is a selection of cached rows, so another sample size needs no new cache.
 """
 
 from __future__ import annotations
@@ -15,9 +18,16 @@ import pytorch_lightning as pl
 from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
 from cofee.config import AnchorBuildConfig
-from cofee.data.alignment import AlignmentStats, EncodedWindow, encode_sentences
-from cofee.data.wiki.build_anchors import build_anchor_corpus, default_dump_path, iter_corpus, load_manifest
+from cofee.data.alignment import AlignmentStats
+from cofee.data.wiki.build_anchors import _check_record as check_anchor_record
+from cofee.data.wiki.build_anchors import build_anchor_corpus, default_dump_path, load_manifest
 from cofee.data_modules.batching import TrainValWindowLoaders
+from cofee.data_modules.token_cache import (
+    CachedWindows,
+    ensure_token_cache,
+    load_cache_manifest,
+    sample_sentences,
+)
 from cofee.utils.io import stable_hash
 
 log = logging.getLogger(__name__)
@@ -49,6 +59,8 @@ class WikiAnchorDataModule(TrainValWindowLoaders, pl.LightningDataModule):
         seed: int = 0,
         bucket: bool = True,
         num_workers: int = 0,
+        cache_dir: str | Path | None = None,
+        num_proc: int = 1,
     ):
         super().__init__()
         self.tokenizer = tokenizer
@@ -69,48 +81,93 @@ class WikiAnchorDataModule(TrainValWindowLoaders, pl.LightningDataModule):
         self.seed = seed
         self.bucket = bucket
         self.num_workers = num_workers
-        self.train_windows: list[EncodedWindow] | None = None
-        self.val_windows: list[EncodedWindow] | None = None
+        self.cache_dir = Path(cache_dir) if cache_dir is not None else self.corpus_dir.parent / "token_cache"
+        self.num_proc = num_proc
+        self.train_windows: CachedWindows | None = None
+        self.val_windows: CachedWindows | None = None
         self.stats: dict[str, AlignmentStats] = {}
+        self.cache: Path | None = None  # the token cache folder, after `setup`
+        self.sampling: dict | None = None
 
     def prepare_data(self) -> None:
-        if self.dump is None and (self.corpus_dir / "manifest.json").is_file():
-            return  # a corpus given by path only: use it as it is
-        build_anchor_corpus(
-            self.dump or default_dump_path(), self.corpus_dir, self.build, num_workers=self.build_workers
-        )
+        if self.dump is not None or not (self.corpus_dir / "manifest.json").is_file():
+            build_anchor_corpus(
+                self.dump or default_dump_path(), self.corpus_dir, self.build, num_workers=self.build_workers
+            )  # else: a corpus given by path only is used as it is
+        self.ensure_cache()
 
     @property
     def manifest(self) -> dict:
         return load_manifest(self.corpus_dir)
 
+    def cache_settings(self) -> dict:
+        return {
+            "scheme": str(self.scheme),
+            "label2id": dict(self.label2id),
+            "max_length": self.max_length,
+            "dev_fraction": self.dev_fraction,
+            "split_seed": self.split_seed,
+            "mapping": {
+                "kind": "anchors",
+                "span_kinds": sorted(self.span_kinds),
+                "entity_type": self.entity_type,
+            },
+        }
+
+    def ensure_cache(self) -> Path:
+        """The token cache of this corpus, tokenizer and windowing (built by the first process to ask)."""
+        return ensure_token_cache(
+            self.cache_dir,
+            self.corpus_dir,
+            self.manifest,
+            check_anchor_record,
+            self.tokenizer,
+            self.cache_settings(),
+            self.num_proc,
+        )
+
     def setup(self, stage: str | None = None) -> None:
         if self.train_windows is not None:
             return  # idempotent: Lightning may call setup more than once
-        split: dict[str, tuple[list[str], list[list]]] = {"train": ([], []), "val": ([], [])}
-        for record in iter_corpus(self.corpus_dir):
-            name = "val" if is_dev_page(record["page_id"], self.dev_fraction, self.split_seed) else "train"
-            texts, spans = split[name]
-            texts.append(record["text"])
-            spans.append(
-                [(s, e, self.entity_type) for s, e, _t, kind in record["spans"] if kind in self.span_kinds]
-            )
-        texts, spans = split["train"]
-        if self.max_train_sentences is not None and len(texts) > self.max_train_sentences:
-            keep = np.sort(
-                np.random.default_rng(self.seed).permutation(len(texts))[: self.max_train_sentences]
-            )
-            split["train"] = ([texts[i] for i in keep], [spans[i] for i in keep])
-        encoded = {}
-        for name, (texts, spans) in split.items():
-            self.stats[name] = AlignmentStats()
-            encoded[name] = encode_sentences(
-                self.tokenizer, texts, spans, self.scheme, self.label2id, self.max_length, self.stats[name]
-            )
+        self.cache = self.ensure_cache()
+        self.train_windows, self.val_windows, self.sampling = open_splits(
+            self.cache, self.max_train_sentences, self.seed, "data.anchors.max_train_sentences"
+        )
+        for name, windows in (("train", self.train_windows), ("val", self.val_windows)):
+            self.stats[name] = windows.stats()
             log.info("anchor corpus %s: %s", name, asdict(self.stats[name]))
-        self.train_windows, self.val_windows = encoded["train"], encoded["val"]
-        if not self.train_windows or not self.val_windows:
+        if not len(self.train_windows) or not len(self.val_windows):
             raise ValueError(
                 f"{self.corpus_dir}: the split gave {len(self.train_windows)} train and "
                 f"{len(self.val_windows)} dev windows; adjust data.anchors.dev_fraction"
             )
+
+    def manifest_entry(self) -> dict:
+        """What the stage manifest records of this data: the training sample and the token cache."""
+        return data_manifest_entry(self.cache, self.sampling)
+
+
+def open_splits(
+    cache: Path, max_train_sentences: int | None, seed: int, key: str
+) -> tuple[CachedWindows, CachedWindows, dict]:
+    """The train (the seeded sample of `max_train_sentences` sentences) and dev windows of a cache."""
+    total = load_cache_manifest(cache)["counts"]["train"]["sentences"]
+    keep = sample_sentences(total, max_train_sentences, seed)
+    rows = None
+    if keep is not None:
+        sentence = CachedWindows(cache / "train").column("sentence_index")
+        rows = np.flatnonzero(np.isin(sentence, keep))
+    sampled = total if keep is None else len(keep)
+    log.info("sampled %d of %d sentences (%s=%s)", sampled, total, key, max_train_sentences)
+    sampling = {"key": key, "max_train_sentences": max_train_sentences, "sentences": sampled, "of": total,
+                "seed": seed}  # fmt: skip
+    train = CachedWindows(cache / "train", rows)
+    sampling["windows"] = len(train)
+    return train, CachedWindows(cache / "val"), sampling
+
+
+def data_manifest_entry(cache: Path | None, sampling: dict | None) -> dict:
+    if cache is None:
+        return {}
+    manifest = load_cache_manifest(cache)
+    return {"data_sampling": sampling, "token_cache": {"key": manifest["key"], "counts": manifest["counts"]}}

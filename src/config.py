@@ -256,6 +256,10 @@ class AnchorDataConfig:
     )  # a seeded sample keeps CPU runs to minutes; null = all
     bucket: bool = True  # length-bucketed batches (false: shuffled batches of any length)
     num_workers: int = bounded(0, ge=0)
+    # The tokenized windows of the anchor and labelled corpora: built once (memory-mapped Arrow, keyed by
+    # corpus, tokenizer and windowing) and reused by every stage, rank and resume; parent-head spans too
+    cache_dir: str = "${paths.data_dir}/token_cache"
+    num_proc: int = bounded(2, ge=1)  # processes that tokenize a corpus into the cache (large corpora)
 
 
 @dataclass
@@ -335,6 +339,7 @@ class GazetteerDataConfig:
     build: GazetteerBuildConfig = field(default_factory=GazetteerBuildConfig)
     match: MatchConfig = field(default_factory=MatchConfig)
     shard_size: int = bounded(5000, ge=1)  # labelled sentences per shard file
+    workers: int = bounded(2, ge=1)  # processes labelling the corpus; the output is the same for any count
 
     def validate(self, prefix: str = "data.gazetteer") -> None:
         check_bounds(self, prefix)
@@ -372,6 +377,8 @@ class GoldDataConfig:
     stratified by type, or a user's file to split, or a user's own train/dev/test files."""
 
     source: str | None = None  # a CoNLL/JSONL file to split; null = the packaged WNUT16 training set
+    # where the split of `source` is written once; a folder holding another source's split, other
+    # settings or a hand-edited split file is refused, never rewritten (give another folder)
     split_dir: str = "${paths.data_dir}/gold/wnut16"
     split_seed: int = 0
     train_file: str | None = None  # or give your own train/dev/test files (all three)
@@ -442,11 +449,21 @@ class FETClusterConfig:
     class_weights: ClassWeights = ClassWeights.inverse_variance
     use_gpu: str = "auto"  # auto | true | false (FAISS on the rank's own GPU)
     threads: int | None = bounded(None, ge=1)  # FAISS OpenMP threads; null: FAISS's setting
+    # PCA and k-means train on a sample of at most this many spans, drawn by global span id with a
+    # seed from (seed, epoch) (the same on every rank); every span is then assigned, each rank its own.
+    # Bounds the clustering rank's memory (10M spans x 384 floats would be 15 GB); null: every span
+    max_train_spans: int | None = bounded(200_000, ge=1)
 
     def validate(self, prefix: str = "stages.fet.cluster") -> None:
         check_bounds(self, prefix)
         if gpu_flag(self.use_gpu) is None:
             raise ConfigError(f"{prefix}.use_gpu", f"must be auto, true or false, got {self.use_gpu!r}")
+        if self.max_train_spans is not None and (
+            self.max_train_spans < self.k or (self.pca_dim and self.max_train_spans <= self.pca_dim)
+        ):
+            raise ConfigError(
+                f"{prefix}.max_train_spans", "must exceed k and pca_dim (the sample trains both)"
+            )
 
 
 @dataclass

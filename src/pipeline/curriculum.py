@@ -16,6 +16,7 @@ from omegaconf import OmegaConf
 
 from cofee.callbacks.cluster_refresh import ClusterRefreshCallback
 from cofee.callbacks.curriculum import CurriculumCallback
+from cofee.callbacks.finite_loss import FiniteLossGuard
 from cofee.callbacks.resume import (
     AtomicCheckpointIO,
     LoaderPositionCallback,
@@ -70,6 +71,8 @@ def build_esi(cfg: RootConfig, encoder, tokenizer, init_from: Path | None) -> St
         seed=cfg.seed,
         bucket=data.bucket,
         num_workers=data.num_workers,
+        cache_dir=data.cache_dir,
+        num_proc=data.num_proc,
     )
     return module, datamodule, []
 
@@ -104,6 +107,8 @@ def gazetteer_data_module(kind: type, cfg: RootConfig, stage, tokenizer, init_fr
         seed=cfg.seed,
         bucket=anchors.bucket,
         num_workers=anchors.num_workers,
+        # the token cache: `anchors.cache_dir` and `anchors.num_proc`, read from `anchors`
+        sample_key=f"stages.{'fet' if issubclass(kind, ClusterDataModule) else 'nee'}.max_train_sentences",
     )
 
 
@@ -328,6 +333,7 @@ def run_stage(cfg: RootConfig, stage: str, init_from: Path | None = None) -> dic
         default_root_dir=str(stage_dir),
         logger=logger,
         callbacks=[
+            FiniteLossGuard(stage),  # a NaN stops the stage before its backward pass and any save
             *checkpoints,
             StepSeedCallback(cfg.seed),
             LoaderPositionCallback(),

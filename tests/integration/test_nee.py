@@ -139,3 +139,34 @@ def test_esi_cross_evaluation_scores_an_export_on_a_corpus_dev_split(curriculum,
     assert len(row) == 1
     f1 = float(row[0].split("|")[6].split()[0])
     assert f1 == pytest.approx(results["esi"]["metrics"]["esi/val/f1"], abs=5e-4)
+
+
+def test_parent_spans_are_built_once_per_export_and_reused(curriculum, tokenizer, monkeypatch):
+    """The ESI-span pass is an artifact under the token cache (keyed by the export's manifest hash and
+    the cache): a second data module (a resume, another rank) reads it instead of running the head."""
+    cfg, _ = curriculum
+    export = Path(cfg.paths.output_dir) / "esi" / "encoder"
+
+    def data_module():
+        return GazetteerDataModule(
+            tokenizer, NEE_TYPES, cfg.data.gazetteer, cfg.data.anchors, esi_export=export, dev_fraction=0.2
+        )
+
+    first = data_module()
+    first.setup("fit")
+    entry = first.manifest_entry()
+    assert entry["parent_spans"]["parent"] == manifest_hash(read_export_manifest(export))
+    assert entry["parent_spans"]["marked"] == first.esi_marked_spans
+    folder = first.cache / "parent_spans" / entry["parent_spans"]["key"]
+    assert (folder / "manifest.json").is_file()
+    marked = [(w.labels, w.spans) for w in first.train_windows]
+
+    def no_head_pass(*args, **kwargs):
+        raise AssertionError("the parent head ran again")
+
+    monkeypatch.setattr(GazetteerDataModule, "mark_esi_spans", no_head_pass)
+    again = data_module()
+    again.setup("fit")
+    assert again.esi_marked_spans == first.esi_marked_spans
+    assert [(w.labels, w.spans) for w in again.train_windows] == marked
+    assert again.sampling["key"] == "max_train_sentences" and again.sampling["sentences"] > 0

@@ -34,7 +34,7 @@ def test_regular_install_imports_every_package_and_config(tmp_path):
         "import cofee, cofee.data_modules.wiki_anchor, cofee.callbacks.curriculum, cofee.data.wiki.build_anchors;"
         "from importlib.resources import files;"
         "print(cofee.__file__);"
-        "print((files('cofee.conf') / 'pretrain.yaml').is_file(), (files('cofee.conf') / 'stages' / 'esi.yaml').is_file(),"
+        "print((files('cofee.conf') / 'pretrain.yaml').is_file(), (files('cofee.conf') / 'trainer' / 'ddp.yaml').is_file(),"
         " (files('cofee.conf') / 'mappings' / 'wnut16_coarse.yaml').is_file())"
     )
     out = subprocess.run(
