@@ -34,6 +34,7 @@ def figure(
         "ratio": round(ratio, 4),
         "target": target,
         "met": bool(ratio <= target if lower_is_better else ratio >= target),
+        **({"lower_is_better": True} if lower_is_better else {}),
         **({"note": note} if note else {}),
     }
 

@@ -20,7 +20,8 @@ def table() -> str:
         for f in result["figures"]:
             lines.append(
                 f"| {result['benchmark']} | {f['name']} | {f['value']:g} {f['unit']} | {f['baseline']:g} | "
-                f"{f['ratio']:.2f} | {f['target']:g} | {'yes' if f['met'] else '**no**'} |"
+                f"{f['ratio']:.2f} | {'≤' if f.get('lower_is_better') else '≥'} {f['target']:g} | "
+                f"{'yes' if f['met'] else '**no**'} |"
             )
     return "\n".join(lines)
 
