@@ -107,9 +107,15 @@ def check_overrides(overrides: Sequence[str], schema: type) -> None:
                 raise ConfigError(key, str(exc).splitlines()[0]) from None
 
 
-def hydra_command(config_name: str, program: str, schema: type | None = None) -> Callable:
+def hydra_command(
+    config_name: str,
+    program: str,
+    schema: type | None = None,
+    before: Callable[[list[str]], None] | None = None,
+) -> Callable:
     """`@hydra.main` for a cofee command: its overrides are checked against the root config's schema
-    (`schema`, else `<config_name>_schema`) first; a mistake is one line on stderr, exit status 2."""
+    (`schema`, else `<config_name>_schema`) first, then `before(overrides)` runs (a check that must
+    come before Hydra writes anything); a mistake is one line on stderr, exit status 2."""
     schema = schema or ROOT_SCHEMAS[f"{config_name}_schema"]
 
     def decorate(task: Callable[[DictConfig], None]) -> Callable[[], None]:
@@ -123,6 +129,8 @@ def hydra_command(config_name: str, program: str, schema: type | None = None) ->
             if overrides is not None:
                 with user_errors(program):
                     check_overrides(overrides, schema)
+                    if before is not None and not {"-m", "--multirun"} & set(sys.argv[1:]):
+                        before(overrides)
             hydra_task()
 
         return main

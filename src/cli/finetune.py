@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import json
 import logging
-import sys
 from pathlib import Path
 
 from omegaconf import DictConfig
 
-from cofee.cli.entry import command_line_overrides, hydra_command
+from cofee.cli.entry import hydra_command
 from cofee.config import validate_finetune
 from cofee.utils.errors import ConfigError, user_errors
 
@@ -22,24 +21,25 @@ log = logging.getLogger("cofee-finetune")
 PROGRAM = "cofee-finetune"
 
 
-def _run_folder(argv: list[str]) -> Path | None:
-    """The run folder this command line would write to (hydra.run.dir), or None when it cannot be told
-    here (a multirun, another root config, a config Hydra itself will report on)."""
-    overrides = command_line_overrides(argv)
-    if overrides is None or any(a in ("-m", "--multirun") for a in argv):
-        return None
+def _check_run_folder(overrides: list[str]) -> None:
+    """The run folder (hydra.run.dir) must be writable before Hydra writes .hydra-pending/ there. A
+    config Hydra cannot compose is left to Hydra, which reports it when it runs."""
     try:
         from hydra import compose, initialize_config_module
 
         with initialize_config_module(config_module="cofee.conf", version_base="1.3"):
-            cfg = compose("finetune", overrides=list(overrides), return_hydra_config=True)
-            return Path(str(cfg.hydra.run.dir))
-    except Exception:  # noqa: BLE001  (Hydra reports its own errors when it runs)
-        return None
+            folder = Path(
+                str(compose("finetune", overrides=overrides, return_hydra_config=True).hydra.run.dir)
+            )
+    except Exception:  # noqa: BLE001
+        return
+    from cofee.pipeline.finetune import check_output_dir
+
+    check_output_dir(folder)
 
 
-@hydra_command("finetune", PROGRAM)
-def _task(cfg: DictConfig) -> None:
+@hydra_command("finetune", PROGRAM, before=_check_run_folder)
+def main(cfg: DictConfig) -> None:
     try:
         with user_errors(PROGRAM):
             _finetune(cfg)
@@ -107,16 +107,6 @@ def _finetune(cfg: DictConfig) -> None:
         raise
     finish_logger(logger)
     log.info("test: %s", json.dumps(summary["test"]["micro"]))
-
-
-def main() -> None:
-    folder = _run_folder(sys.argv[1:])
-    if folder is not None:  # before Hydra writes .hydra-pending/ there
-        with user_errors(PROGRAM):
-            from cofee.pipeline.finetune import check_output_dir
-
-            check_output_dir(folder)
-    _task()
 
 
 if __name__ == "__main__":
