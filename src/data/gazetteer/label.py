@@ -52,6 +52,7 @@ from cofee.config import MatchConfig
 from cofee.data.built_data import ShardWriter, iter_shard_records, read_manifest, up_to_date
 from cofee.data.gazetteer.build import load_gazetteer, load_gazetteer_manifest
 from cofee.data.gazetteer.matcher import GazetteerMatcher
+from cofee.data.ordered_pool import OrderedPool
 from cofee.utils.errors import CofeeError, ConfigError, InputFileError
 from cofee.utils.io import atomic_directory, atomic_write_json, sha256_file, stable_hash
 
@@ -282,8 +283,6 @@ def label_corpus(
         )
     with atomic_directory(out_dir) as tmp:
         writer = ShardWriter(tmp, shard_size)
-        pool = None
-        pending: collections.deque = collections.deque()
 
         def take(result) -> None:
             lines, batch_counts = result
@@ -293,26 +292,18 @@ def label_corpus(
                 bar.update(len(lines))
 
         try:
-            while batch := list(itertools.islice(records, _BATCH)):
-                if workers == 1:
-                    take(_label_batch_with(matcher, batch))
-                    continue
-                if pool is None:
-                    pool = _start_pool(workers, matcher, Path(gazetteer_dir), match)
-                pending.append(pool.apply_async(_label_batch, (batch,)))
-                while len(pending) >= 2 * workers:
-                    take(pending.popleft().get())
-            while pending:
-                take(pending.popleft().get())
-            if pool is not None:
-                pool.close()
-                pool.join()
-                pool = None
+            with OrderedPool(
+                workers,
+                start=lambda: _start_pool(workers, matcher, Path(gazetteer_dir), match),
+                remote=_label_batch,
+                local=lambda batch: _label_batch_with(matcher, batch),
+                take=take,
+            ) as pool:
+                while batch := list(itertools.islice(records, _BATCH)):
+                    pool.submit(batch)
+                pool.finish()
         finally:
             writer.close()
-            if pool is not None:
-                pool.terminate()
-                pool.join()
             if bar is not None:
                 bar.close()
         manifest = {

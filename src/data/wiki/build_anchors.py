@@ -62,6 +62,7 @@ from typing import Any
 
 from cofee.config import AnchorBuildConfig
 from cofee.data.built_data import ShardWriter, iter_shard_records, read_manifest, up_to_date
+from cofee.data.ordered_pool import OrderedPool
 from cofee.data.wiki.dump import CHUNK_BYTES, Chunk, DumpReader, PageParser, Streams, dump_progress_bar
 from cofee.data.wiki.sentences import split_sentences
 from cofee.data.wiki.wikitext import WikitextCleaner, normalize_title
@@ -296,8 +297,6 @@ def _build_into(folder: Path, dump_path: Path, config: AnchorBuildConfig, num_wo
     writer = ShardWriter(folder, config.shard_size)
     counts: collections.Counter = collections.Counter()
     redirects: dict[str, str] = {}
-    pending: collections.deque = collections.deque()
-    pool = None
     state = None
     bar = None
     if progress:
@@ -310,19 +309,20 @@ def _build_into(folder: Path, dump_path: Path, config: AnchorBuildConfig, num_wo
         counts.update(chunk_counts)
         redirects.update(chunk_redirects)
 
+    pool = OrderedPool(
+        num_workers,
+        start=lambda: _start_pool(num_workers, state[0], config),
+        remote=_process_chunk,
+        local=lambda chunk: _process_chunk_with(chunk, *state),
+        take=take,
+    )
+
     def submit(chunk: Chunk | Streams) -> None:
-        nonlocal pool, state, last_position
+        nonlocal state, last_position
         if state is None:  # the header has been read: namespaces and root URI are known
             parser = reader.page_parser()
             state = (parser, WikitextCleaner(parser.namespaces), config)
-        if num_workers <= 1:
-            take(_process_chunk_with(chunk, *state))
-        else:
-            if pool is None:
-                pool = _start_pool(num_workers, state[0], config)
-            pending.append(pool.apply_async(_process_chunk, (chunk,)))
-            while len(pending) >= 2 * num_workers:
-                take(pending.popleft().get())
+        pool.submit(chunk)
         if bar is not None:
             position = reader.position()
             bar.update(position - last_position)
@@ -330,29 +330,21 @@ def _build_into(folder: Path, dump_path: Path, config: AnchorBuildConfig, num_wo
             bar.set_postfix(pages=counts["pages"], sentences=counts["sentences"], refresh=False)
 
     try:
-        chunks = reader.chunks()
-        while True:
-            try:
-                chunk = next(chunks, None)
-            except InputFileError:
-                # a serial read would have met an error in an earlier chunk first: report that one
-                while pending:
-                    take(pending.popleft().get())
-                raise
-            if chunk is None:
-                break
-            submit(chunk)
-        while pending:
-            take(pending.popleft().get())
-        if pool is not None:
-            pool.close()
-            pool.join()
-            pool = None
+        with pool:
+            chunks = reader.chunks()
+            while True:
+                try:
+                    chunk = next(chunks, None)
+                except InputFileError:
+                    # a serial read would have met an error in an earlier chunk first: report that one
+                    pool.drain()
+                    raise
+                if chunk is None:
+                    break
+                submit(chunk)
+            pool.finish()
     finally:
         writer.close()
-        if pool is not None:
-            pool.terminate()
-            pool.join()
         if bar is not None:
             bar.close()
     counts["anchor_targets_resolved_via_redirect"] = _resolve_redirects(folder, writer.shards, redirects)

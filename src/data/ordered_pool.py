@@ -1,0 +1,57 @@
+"""Work for a process pool whose results must be written in input order, with bounded memory."""
+
+from __future__ import annotations
+
+import collections
+from collections.abc import Callable
+from typing import Any
+
+
+class OrderedPool:
+    """Hands each task's result to `take` in submission order, with at most 2 x `workers` tasks in
+    flight (`Pool.imap` would read the whole input ahead). The pool (`start()`) is started at the
+    first task; with `workers` <= 1 every task runs in the calling process (`local`). Leaving the
+    `with` block without `finish()` (an error) terminates the workers."""
+
+    def __init__(
+        self,
+        workers: int,
+        start: Callable[[], Any],
+        remote: Callable[[Any], Any],
+        local: Callable[[Any], Any],
+        take: Callable[[Any], None],
+    ):
+        self.workers, self.start, self.remote, self.local, self.take = workers, start, remote, local, take
+        self.pool = None
+        self.pending: collections.deque = collections.deque()
+
+    def submit(self, task: Any) -> None:
+        if self.workers <= 1:
+            self.take(self.local(task))
+            return
+        if self.pool is None:
+            self.pool = self.start()
+        self.pending.append(self.pool.apply_async(self.remote, (task,)))
+        while len(self.pending) >= 2 * self.workers:
+            self.take(self.pending.popleft().get())
+
+    def drain(self) -> None:
+        """Take every result still in flight (also before re-raising an error met in the input)."""
+        while self.pending:
+            self.take(self.pending.popleft().get())
+
+    def finish(self) -> None:
+        self.drain()
+        if self.pool is not None:
+            self.pool.close()
+            self.pool.join()
+            self.pool = None
+
+    def __enter__(self) -> OrderedPool:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.pool is not None:
+            self.pool.terminate()
+            self.pool.join()
+            self.pool = None
