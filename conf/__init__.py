@@ -4,7 +4,14 @@ default comes from cofee.config and the YAML files hold only alternatives and st
 
 from hydra.core.config_store import ConfigStore
 
-from cofee.config import ROOT_SCHEMAS
+from cofee.config import ROOT_SCHEMAS, on_stage_schema_change
 
-for _name, _schema in ROOT_SCHEMAS.items():
-    ConfigStore.instance().store(name=_name, node=_schema)
+
+def store_schemas() -> None:
+    """Store each root schema as it stands (Hydra keeps a copy, not the class)."""
+    for name, schema in ROOT_SCHEMAS.items():
+        ConfigStore.instance().store(name=name, node=schema)
+
+
+store_schemas()
+on_stage_schema_change(store_schemas)  # a stage added at run time (add_stage_config) gets its keys

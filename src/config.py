@@ -11,6 +11,7 @@ OmegaConf and cofee.utils, so a command checks its whole config before it loads 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -117,7 +118,6 @@ def values(choice: type[Choice]) -> tuple[str, ...]:
     return tuple(member.value for member in choice)
 
 
-KNOWN_STAGES = ("esi", "nee", "fet")
 SCHEMES = values(Scheme)
 POOLING_MODES = values(Pooling)
 NOISE_STRATEGIES = values(NoiseStrategy)
@@ -401,6 +401,9 @@ class StageConfig:
     max_steps: int = bounded(-1, ge=-1)  # -1: the epochs decide
     optim: OptimConfig = field(default_factory=stage_optim)
 
+    def validate(self, prefix: str) -> None:
+        """The checks that relate keys of this stage (ranges are checked for every config already)."""
+
 
 @dataclass
 class NoiseConfig:
@@ -482,12 +485,85 @@ class FETStageConfig(NEEStageConfig):
     refresh_features: RefreshFeatures = RefreshFeatures.recorded
     cluster: FETClusterConfig = field(default_factory=FETClusterConfig)
 
+    def validate(self, prefix: str = "stages.fet") -> None:
+        self.cluster.validate(f"{prefix}.cluster")
+
 
 @dataclass
 class StagesConfig:
+    """`stages.*`: one typed config per pre-training stage, declared in curriculum order: each stage
+    starts from the export of the one above it (`known_stages()`). A stage defined outside this module
+    adds its config with `add_stage_config`, after these."""
+
     esi: StageConfig = field(default_factory=StageConfig)
     nee: NEEStageConfig = field(default_factory=NEEStageConfig)
     fet: FETStageConfig = field(default_factory=FETStageConfig)
+
+
+# Stages added at run time (`add_stage_config`), name -> config class, in curriculum order after
+# StagesConfig's own; `_stages_schema` is StagesConfig extended by them (a subclass with one field each,
+# so `cfg.stages.esi` keeps its static type and OmegaConf types the new keys too).
+_added_stages: dict[str, type[StageConfig]] = {}
+_stages_schema: type[StagesConfig] = StagesConfig
+# Called after the stage schema changes: conf/__init__.py stores the root schemas in Hydra again.
+_schema_listeners: list[Callable[[], None]] = []
+
+
+def stages_schema() -> type[StagesConfig]:
+    """The `stages` dataclass in use: StagesConfig plus the stages added at run time."""
+    return _stages_schema
+
+
+def known_stages() -> tuple[str, ...]:
+    """Every stage, in curriculum order."""
+    return tuple(f.name for f in dataclasses.fields(_stages_schema))
+
+
+def on_stage_schema_change(listener: Callable[[], None]) -> None:
+    _schema_listeners.append(listener)
+
+
+def add_stage_config(name: str, config: type[StageConfig], after: str) -> None:
+    """Make `stages.<name>` a typed config key for a stage that continues the curriculum from `after`
+    (its last stage: a stage is added at the end of the chain). The config class extends StageConfig
+    and its `name` default is the stage's name."""
+    if name in known_stages():
+        raise ValueError(f"stage {name!r} already has a config (stages.{name})")
+    if not name.isidentifier():
+        raise ValueError(f"stage name {name!r} is not an identifier (it is a config key)")
+    if not (isinstance(config, type) and issubclass(config, StageConfig)) or config().name != name:
+        raise ValueError(f"stage {name!r}: its config must extend StageConfig with name={name!r}")
+    if after != known_stages()[-1]:
+        raise ValueError(
+            f"stage {name!r} continues from {after!r}, but stages are added after the last one, "
+            f"{known_stages()[-1]!r}; a stage in the middle of the chain is declared in StagesConfig"
+        )
+    _added_stages[name] = config
+    _rebuild_stages_schema()
+
+
+def remove_stage_config(name: str) -> None:
+    """Undo `add_stage_config` (tests); the stages declared in StagesConfig stay."""
+    if name not in _added_stages:
+        raise ValueError(f"stage {name!r} was not added at run time")
+    del _added_stages[name]
+    _rebuild_stages_schema()
+
+
+def _rebuild_stages_schema() -> None:
+    global _stages_schema
+    _stages_schema = (
+        dataclasses.make_dataclass(
+            "StagesConfig",
+            [(name, config, field(default_factory=config)) for name, config in _added_stages.items()],
+            bases=(StagesConfig,),
+        )
+        if _added_stages
+        else StagesConfig
+    )
+    _stages_schema.__module__ = __name__
+    for listener in _schema_listeners:
+        listener()
 
 
 @dataclass
@@ -572,7 +648,7 @@ class RootConfig:
     paths: PathsConfig = field(default_factory=PathsConfig)
     model: EncoderConfig = field(default_factory=EncoderConfig)
     data: DataConfig = field(default_factory=DataConfig)
-    stages: StagesConfig = field(default_factory=StagesConfig)
+    stages: StagesConfig = field(default_factory=lambda: stages_schema()())  # + stages added at run time
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     curriculum: CurriculumConfig = field(default_factory=CurriculumConfig)
@@ -756,23 +832,25 @@ def validate(cfg: DictConfig, schema: type = RootConfig) -> RootConfig:
     """Type-check the composed config and return it as resolved dataclasses (`schema`: RootConfig or
     a root that extends it, such as DenoisingRootConfig)."""
     root: RootConfig = _typed(cfg, schema)
+    stages = known_stages()
     for stage in root.curriculum.stages:
-        _choice("curriculum.stages", stage, KNOWN_STAGES)
-    ordered = [s for s in KNOWN_STAGES if s in root.curriculum.stages]
+        _choice("curriculum.stages", stage, stages)
+    ordered = [s for s in stages if s in root.curriculum.stages]
     if list(root.curriculum.stages) != ordered:
         raise ConfigError(
             "curriculum.stages",
-            f"stages run in the order {', '.join(KNOWN_STAGES)}, each at most once; "
+            f"stages run in the order {', '.join(stages)}, each at most once; "
             f"got [{', '.join(root.curriculum.stages)}], use [{', '.join(ordered)}]",
         )
     if root.stage is not None:
-        _choice("stage", root.stage, ("all", *KNOWN_STAGES))
+        _choice("stage", root.stage, ("all", *stages))
     for folder in root.curriculum.reuse_from:
         if not Path(folder).is_dir():
             raise ConfigError("curriculum.reuse_from", f"{folder} is not a run folder (no such directory)")
     root.data.anchors.build.validate("data.anchors.build")
     root.data.gazetteer.validate("data.gazetteer")
-    root.stages.fet.cluster.validate("stages.fet.cluster")
+    for stage in stages:
+        getattr(root.stages, stage).validate(f"stages.{stage}")
     return root
 
 

@@ -231,7 +231,7 @@ def run(
     """Score every encoder of the run that exists; write the JSON and the Markdown block (`readme`)."""
     from cofee.models.encoder import load_encoder, load_tokenizer
     from cofee.models.export import load_exported_encoder, read_export_manifest
-    from cofee.pipeline.curriculum import gazetteer_data_module
+    from cofee.pipeline.recipes.gazetteer import gazetteer_data_module
 
     if readme is not None:
         check_marked_block(readme, "fet")  # before the scoring passes, not after

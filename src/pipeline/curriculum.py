@@ -1,6 +1,8 @@
 """Run the curriculum: each stage a Trainer fit that starts from the previous stage's export.
 
 Layout of a run: outputs/<run>/<stage>/{checkpoints/, encoder/ (export + manifest.json), logs/}.
+The stages, their order and how each is built come from the registry (`cofee.pipeline.recipes`);
+this module names none of them.
 """
 
 from __future__ import annotations
@@ -14,7 +16,6 @@ from pathlib import Path
 import pytorch_lightning as pl
 from omegaconf import OmegaConf
 
-from cofee.callbacks.cluster_refresh import ClusterRefreshCallback
 from cofee.callbacks.curriculum import CurriculumCallback
 from cofee.callbacks.finite_loss import FiniteLossGuard
 from cofee.callbacks.resume import (
@@ -23,146 +24,18 @@ from cofee.callbacks.resume import (
     StepSeedCallback,
     last_checkpoints,
 )
-from cofee.callbacks.self_training import SelfTrainingCallback
 from cofee.callbacks.wandb_run_id import WandbRunIdCallback, read_run_id
-from cofee.clustering.kmeans import ClusterConfig
-from cofee.config import KNOWN_STAGES, RootConfig, to_plain
-from cofee.data.alignment import special_tokens
-from cofee.data_modules.cluster_spans import ClusterDataModule
-from cofee.data_modules.gazetteer_labelled import GazetteerDataModule
-from cofee.data_modules.wiki_anchor import WikiAnchorDataModule
-from cofee.models.export import MANIFEST, load_export_head, load_start, manifest_hash, read_export_manifest
+from cofee.config import RootConfig, known_stages, to_plain
+from cofee.models.export import MANIFEST, load_start, manifest_hash, read_export_manifest
 from cofee.pipeline.config_diff import changed_keys, describe_changes, drop_added_defaults
 from cofee.pipeline.loggers import finish_logger, log_export
 from cofee.pipeline.loggers import make_logger as make_run_logger
-from cofee.stages.esi import ENTITY_TYPE, ESIModule
-from cofee.stages.fet import FETModule
-from cofee.stages.nee import NEEModule
+from cofee.pipeline.recipes.registry import STAGE_BUILDERS, stage_spec
 from cofee.utils.errors import ConfigError, InputFileError
 from cofee.utils.io import atomic_directory, atomic_write_json, read_json, stable_hash
 
-# What a stage builder returns: its module, its datamodule and any stage-specific callbacks.
-StageParts = tuple[pl.LightningModule, pl.LightningDataModule, list[pl.Callback]]
-
 log = logging.getLogger(__name__)
 INPUTS = "inputs.json"  # a stage's recorded inputs, written when it starts (refuses a stale resume)
-
-
-def build_esi(cfg: RootConfig, encoder, tokenizer, init_from: Path | None) -> StageParts:
-    stage = cfg.stages.esi
-    module = ESIModule(encoder, stage.optim, scheme=stage.scheme, dropout=stage.dropout)
-    data = cfg.data.anchors
-    datamodule = WikiAnchorDataModule(
-        tokenizer=tokenizer,
-        label2id=module.head.label2id,
-        corpus_dir=data.corpus_dir,
-        dump=data.dump,
-        build=data.build,
-        build_workers=data.build_workers,
-        scheme=stage.scheme,
-        entity_type=ENTITY_TYPE,
-        span_kinds=tuple(data.span_kinds),
-        max_length=data.max_length,
-        batch_size=stage.batch_size,
-        eval_batch_size=stage.eval_batch_size,
-        dev_fraction=data.dev_fraction,
-        split_seed=data.split_seed,
-        max_train_sentences=data.max_train_sentences,
-        seed=cfg.seed,
-        bucket=data.bucket,
-        num_workers=data.num_workers,
-        cache_dir=data.cache_dir,
-        num_proc=data.num_proc,
-    )
-    return module, datamodule, []
-
-
-def build_nee(cfg: RootConfig, encoder, tokenizer, init_from: Path | None) -> StageParts:
-    stage, gazetteer = cfg.stages.nee, cfg.data.gazetteer
-    module = NEEModule(
-        encoder, stage.optim, gazetteer.types, stage.scheme, stage.dropout, stage.noise, stage.type_balance
-    )
-    if init_from is None or (read_export_manifest(init_from).get("stage") != "esi" and stage.noise.esi_spans):
-        log.warning("nee: not started from an ESI export; only untyped anchors count as unknown-type spans")
-    datamodule = gazetteer_data_module(GazetteerDataModule, cfg, stage, tokenizer, init_from)
-    return module, datamodule, _self_training(cfg, stage)
-
-
-def gazetteer_data_module(kind: type, cfg: RootConfig, stage, tokenizer, init_from: Path | None):
-    """The gazetteer-labelled data of NEE and FET (`kind`: the data module class)."""
-    gazetteer, anchors = cfg.data.gazetteer, cfg.data.anchors
-    return kind(
-        tokenizer=tokenizer,
-        types=gazetteer.types,
-        gazetteer=gazetteer,
-        anchors=anchors,
-        scheme=stage.scheme,
-        esi_export=init_from if stage.noise.esi_spans and stage.noise.strategy != "none" else None,
-        max_length=anchors.max_length,
-        batch_size=stage.batch_size,
-        eval_batch_size=stage.eval_batch_size,
-        dev_fraction=anchors.dev_fraction,  # the same dev pages as ESI
-        split_seed=anchors.split_seed,
-        max_train_sentences=stage.max_train_sentences,
-        seed=cfg.seed,
-        bucket=anchors.bucket,
-        num_workers=anchors.num_workers,
-        # the token cache: `anchors.cache_dir` and `anchors.num_proc`, read from `anchors`
-        sample_key=f"stages.{'fet' if issubclass(kind, ClusterDataModule) else 'nee'}.max_train_sentences",
-    )
-
-
-def _self_training(cfg: RootConfig, stage) -> list[pl.Callback]:
-    if stage.noise.strategy != "self_training":
-        return []
-    noise = stage.noise
-    return [
-        SelfTrainingCallback(noise.relabel_rate, noise.relabel_threshold, cfg.seed, stage.eval_batch_size)
-    ]
-
-
-def build_fet(cfg: RootConfig, encoder, tokenizer, init_from: Path | None) -> StageParts:
-    """FET from the NEE export: its encoder, its typed head when the export has one, a fresh cluster
-    head; the data of NEE with span ids; a callback that keeps the pseudo-labels fresh."""
-    stage, gazetteer = cfg.stages.fet, cfg.data.gazetteer
-    module = FETModule(
-        encoder,
-        stage.optim,
-        gazetteer.types,
-        k=stage.cluster.k,
-        scheme=stage.scheme,
-        dropout=stage.dropout,
-        noise=stage.noise,
-        pooling=stage.pooling,
-        feature_layer=stage.feature_layer,
-        lambda_cluster=stage.lambda_cluster,
-        suffix_len=len(special_tokens(tokenizer)[1]),
-        type_balance=stage.type_balance,
-    )
-    parent_stage = read_export_manifest(init_from).get("stage") if init_from is not None else None
-    if parent_stage != "nee":
-        log.warning("fet: started from %s, not from an NEE export", parent_stage or "the base encoder")
-    head = load_export_head(init_from, encoder.config.hidden_size) if init_from is not None else None
-    if head is not None and head.spec() == module.head.spec():
-        module.head.load_state_dict(head.state_dict())
-        log.info("fet: typed head taken from %s", init_from)
-    else:
-        log.warning(
-            "fet: %s has no typed head of this scheme and types; the typed head starts fresh", init_from
-        )
-    datamodule = gazetteer_data_module(ClusterDataModule, cfg, stage, tokenizer, init_from)
-    refresh = ClusterRefreshCallback(
-        ClusterConfig.from_stage(stage.cluster, cfg.seed),
-        stage.refresh_every_n_epochs,
-        cfg.seed,
-        stage.refresh_features,
-    )
-    return module, datamodule, [refresh, *_self_training(cfg, stage)]
-
-
-STAGE_BUILDERS = {"esi": build_esi, "nee": build_nee, "fet": build_fet}
-# The data configs a stage's result depends on (NEE and FET label the anchor corpus with the gazetteer).
-STAGE_DATA = {"esi": ("anchors",), "nee": ("anchors", "gazetteer"), "fet": ("anchors", "gazetteer")}
 
 
 def stage_inputs(cfg: RootConfig, stage: str, parent: str | None) -> dict:
@@ -170,7 +43,7 @@ def stage_inputs(cfg: RootConfig, stage: str, parent: str | None) -> dict:
     (first stage only), its data configs, its training config, seed, and its parent export."""
     return {
         "model": to_plain(cfg.model) if parent is None else None,
-        "data": {name: to_plain(getattr(cfg.data, name)) for name in STAGE_DATA[stage]},
+        "data": {name: to_plain(getattr(cfg.data, name)) for name in stage_spec(stage).data},
         "stages": {stage: to_plain(getattr(cfg.stages, stage))},
         "trainer": {k: v for k, v in asdict(cfg.trainer).items() if k in ("precision", "gradient_clip_val")},
         "seed": cfg.seed,
@@ -183,7 +56,7 @@ def input_defaults(stage: str) -> dict:
     interpolations with no default of their own)."""
     defaults = RootConfig()
     data = {}
-    for name in STAGE_DATA[stage]:
+    for name in stage_spec(stage).data:
         plain = OmegaConf.to_container(OmegaConf.structured(getattr(defaults.data, name)), resolve=False)
         data[name] = {k: v for k, v in plain.items() if not (isinstance(v, str) and "${" in v)}
     return {
@@ -310,6 +183,8 @@ def run_stage(cfg: RootConfig, stage: str, init_from: Path | None = None) -> dic
     pl.seed_everything(cfg.seed, workers=True)
     encoder, tokenizer, _ = load_start(init_from, cfg.model)
     module, datamodule, stage_callbacks = STAGE_BUILDERS[stage](cfg, encoder, tokenizer, init_from)
+    if getattr(module, "stage_name", stage) != stage:  # metric keys read `<stage_name>/<split>/...`
+        raise TypeError(f"the {stage} recipe built a module whose stage_name is {module.stage_name!r}")
     handoff = CurriculumCallback(
         stage,
         export_dir,
@@ -364,13 +239,13 @@ def stage_plan(cfg: RootConfig) -> list[tuple[str, str | None]]:
     `stage=all`: every stage in order; `stage=<name>`: that stage only, from its predecessor (in
     `curriculum.stages` when listed there, else the stage before it) in the same run folder."""
     if cfg.stage is not None and cfg.stage != "all":
-        chain = cfg.curriculum.stages if cfg.stage in cfg.curriculum.stages else KNOWN_STAGES
+        chain = cfg.curriculum.stages if cfg.stage in cfg.curriculum.stages else known_stages()
         at = list(chain).index(cfg.stage)
         return [(cfg.stage, chain[at - 1] if at else None)]
-    chain = list(KNOWN_STAGES) if cfg.stage == "all" else list(cfg.curriculum.stages)
+    chain = list(known_stages()) if cfg.stage == "all" else list(cfg.curriculum.stages)
     plan = [(stage, chain[i - 1] if i else None) for i, stage in enumerate(chain)]
     for stage, parent in plan:
-        before = KNOWN_STAGES[: KNOWN_STAGES.index(stage)]
+        before = known_stages()[: known_stages().index(stage)]
         skipped = [s for s in before if s not in chain]
         if skipped:
             start = f"the {parent} export" if parent else "the encoder in model.*"
@@ -382,7 +257,10 @@ def run_curriculum(cfg: RootConfig) -> dict[str, dict]:
     pl.seed_everything(cfg.seed, workers=True)
     output_dir = Path(cfg.paths.output_dir)
     results = {}
-    for stage, parent in stage_plan(cfg):
+    plan = stage_plan(cfg)
+    for stage, _ in plan:
+        stage_spec(stage)  # a stage without a recipe is named before any stage trains
+    for stage, parent in plan:
         init_from = output_dir / parent / "encoder" if parent else None
         if init_from is not None and not (init_from / MANIFEST).is_file():
             raise ConfigError(
