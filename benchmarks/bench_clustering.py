@@ -38,8 +38,9 @@ Run: python -m benchmarks.bench_clustering   (writes benchmarks/results/clusteri
   clustering rank: `cluster_features` with the defaults of `stages.fet.cluster` (k=23, PCA 128,
   ``max_train_spans`` 200k) on 1M synthetic spans (random float32, 384 dims), against the same child
   on 100k spans. The child's spans are produced chunk by chunk (`_SyntheticRows`, as a rank reads
-  its shard from disk), so what grows with N is the training sample (capped), the per-span
-  assignments and distances (12 bytes a span), not 4 x 384 bytes a span. Target <= 1.5x. Refresh
+  its shard from disk), so what grows with N is the training sample (capped; held in the 128-dim PCA
+  space, the PCA itself reads at most ``pca_max_train`` rows at full width), the per-span assignments
+  and distances (12 bytes a span), not 4 x 384 bytes a span. Target <= 1.5x. Refresh
   seconds of both are in the JSON (``seconds``). Each size runs in a fresh child: the figure is the
   child's own peak, not this process's.
 """

@@ -13,14 +13,18 @@
   the epoch's wall time, training and validation included). `history` keeps one entry per clustering
   and goes into the export manifest.
 
-Under DDP every rank records the spans of its own shard; the vectors recorded this epoch are gathered
-to every rank (so the stores stay identical, and a resume from rank 0's checkpoint has them all).
-The clustering (`cluster_distributed`) trains PCA and k-means on a seeded sample of at most
-`cluster.max_train_spans` spans, by span id, gathered on rank 0; the PCA and centroids are broadcast
-and each rank assigns the spans it owns (span id modulo world size). The sampler deals the windows
-out to the ranks anew every epoch, so the labels are then gathered (`gather_labels`, 16 bytes a
-span): every rank ends with identical pseudo-labels for every span and an identical re-initialised
-head. Cluster sizes and `nmi_prev` come from per-rank counts summed across ranks, over all spans.
+Under DDP each rank's `SpanFeatureStore` holds the vectors of the spans it owns (span id modulo world
+size) only, memory-mapped under `<stage>/span_features/` (so a resumed rank reopens its own share;
+the checkpoint, rank 0's, records only where they are). The sampler deals the windows out to the
+ranks anew every epoch, so a rank records vectors of spans other ranks own: those wait in its
+pending file and are handed to their owners at the refresh (`exchange_pending`: each rank receives
+only its own rows). The clustering (`cluster_distributed`) trains PCA and k-means on a seeded sample
+of at most `cluster.max_train_spans` spans, by span id, gathered on rank 0; the PCA and centroids are
+broadcast and each rank assigns the spans it owns. The labels are then gathered (`gather_labels`,
+16 bytes a span, not 4 x dim): every rank trains on any span next epoch, so every rank ends with
+identical pseudo-labels for every span and an identical re-initialised head. A single process keeps
+its store in memory and in its checkpoint. Cluster sizes and `nmi_prev` come from per-rank counts
+summed across ranks, over all spans.
 The history entry records `max_train_spans` and `train_spans` (the sample used). The state is saved
 on the epoch boundary after the refresh (Lightning runs checkpoint callbacks last).
 """
@@ -31,6 +35,7 @@ import hashlib
 import json
 import logging
 import time
+from pathlib import Path
 
 import numpy as np
 import pytorch_lightning as pl
@@ -39,7 +44,7 @@ import torch
 from cofee.clustering.distributed import (
     PseudoLabels,
     cluster_distributed,
-    gather_features,
+    exchange_pending,
     gather_labels,
     reduced_nmi,
 )
@@ -144,11 +149,13 @@ class ClusterRefreshCallback(pl.Callback):
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         datamodule = trainer.datamodule
         dim = pl_module.cluster_head.in_features
+        rank, world = _rank_world()
+        folder = self.store_folder(trainer, world)
         if self._restored_store is not None:
-            self.store = SpanFeatureStore.from_state(self._restored_store)
+            self.store = SpanFeatureStore.from_state(self._restored_store, rank, world, folder)
             self._restored_store = None
         if self.store is None or len(self.store) != datamodule.num_spans:
-            self.store = SpanFeatureStore(datamodule.num_spans, dim)
+            self.store = SpanFeatureStore(datamodule.num_spans, dim, rank, world, folder)
         pl_module.features = self.store
         fine = getattr(datamodule, "span_fine_types", None)
         self.reference = np.asarray(fine, dtype=object) if fine and len(fine) == len(self.store) else None
@@ -174,6 +181,13 @@ class ClusterRefreshCallback(pl.Callback):
         log.info("fet: initial clustering %s", json.dumps(entry))
 
     @staticmethod
+    def store_folder(trainer: pl.Trainer, world: int) -> Path | None:
+        """Where each rank keeps its share of the span vectors: `<stage>/span_features/` under DDP
+        (rank 0's checkpoint could not hold the other ranks' shares); None: in memory."""
+        root = getattr(trainer, "default_root_dir", None)
+        return Path(root) / "span_features" if world > 1 and root else None
+
+    @staticmethod
     def extract(pl_module: pl.LightningModule, loader) -> SpanFeatures:
         return extract_span_features(
             pl_module.encoder,
@@ -187,11 +201,14 @@ class ClusterRefreshCallback(pl.Callback):
 
     # -- one clustering ---------------------------------------------------------------------------
     def recluster(self, pl_module, local: SpanFeatures, stamp: int, label_epoch: int, optimizers=()) -> dict:
-        """Merge every rank's `local` vectors into the store, cluster the store for `label_epoch` and
-        install the labels; after a previous clustering also re-initialise the cluster head."""
+        """Write `local` into the stores (each vector on the rank that owns its span, with the
+        vectors recorded for other ranks since the last exchange), cluster every rank's spans for
+        `label_epoch` and install the labels; after a previous clustering also re-initialise the
+        cluster head."""
         started = time.perf_counter()
-        self.store.update(gather_features(local, all_ranks=True), stamp)
-        own = cluster_distributed(self.store.owned(*_rank_world()), self.cluster, label_epoch)
+        self.store.update(local, stamp)
+        exchange_pending(self.store)
+        own = cluster_distributed(self.store.owned(), self.cluster, label_epoch)
         labels = gather_labels(own)
         previous, self.labels = self.labels, labels
         pl_module.set_pseudo_labels(labels)
@@ -275,8 +292,8 @@ class ClusterRefreshCallback(pl.Callback):
         started = time.perf_counter()
         if self.features == "extract":
             local = self.extract(pl_module, trainer.datamodule.feature_dataloader())
-        else:
-            local = self.store.recorded_in(epoch)
+        else:  # recorded while training: in the store, or pending for another rank
+            local = self.store.empty()
         entry = self.recluster(pl_module, local, epoch, label_epoch=epoch + 1, optimizers=trainer.optimizers)
         seconds = time.perf_counter() - started
         entry.update(

@@ -9,17 +9,17 @@ and marks the spans it finds on O-labelled words as unknown-type entities.
 
 The windows come from the token cache (`cofee.data_modules.token_cache`, built once, memory-mapped).
 The parent-head pass is a built artifact too: `<cache>/parent_spans/<key>/` (the labels and spans of
-the windows it changed, and a manifest with the parent export's manifest hash and the cache key),
-computed once per parent export and training sample (sharded across DDP ranks: each rank runs its
-share of the batches, rank 0 merges) and reused on resume.
+the windows it changed, in parts of a fixed number of batches, each written whole as it is done, and
+a manifest, written last, with the parts, the parent export's manifest hash and the cache key;
+`cofee.data_modules.parent_spans`), computed once per parent export and training sample (sharded
+across DDP ranks: each rank computes its parts, rank 0 writes the manifest after a barrier), reused
+on resume, and finished rather than restarted after a killed build (the whole parts are kept).
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
-import os
-import shutil
 from dataclasses import asdict
 from pathlib import Path
 
@@ -36,18 +36,24 @@ from cofee.data.gazetteer.label import load_labelled_manifest
 from cofee.data.gazetteer.pipeline import prepare_labelled_corpus
 from cofee.data.tagging import spans_to_tags
 from cofee.data_modules.batching import TrainValWindowLoaders, WindowCollator, _world
+from cofee.data_modules.parent_spans import (
+    PARENT_SCHEMA,
+    complete,
+    finish,
+    missing_parts,
+    open_parent_spans,
+    plan_parts,
+    write_part,
+)
 from cofee.data_modules.token_cache import (
     CachedWindows,
-    ParentSpans,
     SentenceSpans,
     ensure_token_cache,
     load_cache_manifest,
-    read_arrow,
-    write_arrow,
 )
 from cofee.data_modules.wiki_anchor import data_manifest_entry, open_splits
 from cofee.models.partial_labels import UNKNOWN_TYPE, extended_labels
-from cofee.utils.io import atomic_write_json, read_json, stable_hash
+from cofee.utils.io import read_json, stable_hash
 
 log = logging.getLogger(__name__)
 
@@ -186,90 +192,77 @@ class GazetteerDataModule(TrainValWindowLoaders, pl.LightningDataModule):
         key = stable_hash({k: v for k, v in inputs.items() if k != "parent_path"})
         root = self.cache / "parent_spans"
         folder = root / key
-        if not (folder / "manifest.json").is_file():
+        if not complete(folder):
             rank, world = _world()
             if world > 1:
-                self._build_parent_spans_distributed(windows, folder, inputs, rank, world)
+                self._build_parent_spans(windows, folder, inputs, rank, world)
             else:
                 root.mkdir(parents=True, exist_ok=True)
                 with FileLock(str(root / f".{key}.lock")):
-                    if not (folder / "manifest.json").is_file():
-                        self._build_parent_spans_distributed(windows, folder, inputs, 0, 1)
+                    if not complete(folder):
+                        self._build_parent_spans(windows, folder, inputs, 0, 1)
         manifest = read_json(folder / "manifest.json")
         if manifest.get("marked") is None:
             log.warning("%s has no span head: only untyped anchors count as unknown-type", self.esi_export)
             return 0
-        windows.parent = ParentSpans(folder)
+        windows.parent = open_parent_spans(folder)
         self.parent_spans = {"key": key, "parent": inputs["parent"], "marked": manifest["marked"]}
         log.info("ESI marked %d spans on O words as unknown-type entities (%s)", manifest["marked"], folder)
         return int(manifest["marked"])
 
-    def _build_parent_spans_distributed(
+    def _build_parent_spans(
         self, windows: CachedWindows, folder: Path, inputs: dict, rank: int, world: int
     ) -> None:
-        import pyarrow as pa
-
-        parts = folder.with_name(f".{folder.name}.parts")
+        """Each rank computes its parts (part j: rank j % world) that a killed build did not leave
+        whole, writing each as it is done; rank 0 writes the manifest once every rank is through."""
         barrier = torch.distributed.barrier if world > 1 else (lambda: None)
         if rank == 0:
-            shutil.rmtree(parts, ignore_errors=True)  # a crashed earlier build's parts
-            parts.mkdir(parents=True)
+            folder.mkdir(parents=True, exist_ok=True)
         barrier()
-        found = self.mark_esi_spans(windows, rank=rank, world=world)
-        if found is not None:
-            write_arrow(parts / f"rank-{rank}.arrow", pa.Table.from_pydict(found, schema=PARENT_SCHEMA))
+        parts = plan_parts(len(windows), self.eval_batch_size)
+        mine = missing_parts(folder, parts[rank::world])
+        has_head = self.mark_esi_spans(windows, mine, folder)
         barrier()
         if rank == 0:
-            tmp = folder.with_name(f".{folder.name}.tmp-{os.getpid()}")
-            shutil.rmtree(tmp, ignore_errors=True)
-            tmp.mkdir(parents=True)
-            marked = None
-            if found is not None:
-                tables = [read_arrow(parts / f"rank-{r}.arrow") for r in range(world)]
-                merged = pa.concat_tables(tables).sort_by("row")
-                write_arrow(tmp / ParentSpans.FILE, merged)
-                marked = int(sum(merged.column("marked").to_pylist()))
-            atomic_write_json(tmp / "manifest.json", {**inputs, "marked": marked, "ranks": world})
-            shutil.rmtree(folder, ignore_errors=True)
-            os.replace(tmp, folder)
-            shutil.rmtree(parts, ignore_errors=True)
+            finish(folder, parts, {**inputs, "ranks": world}, has_head)
         barrier()
 
-    def mark_esi_spans(self, windows, rank: int = 0, world: int = 1) -> dict | None:
-        """Runs the parent's head over this rank's share of the batches of `windows` (batch `c` of
-        `eval_batch_size` windows goes to rank `c % world`, so the batches are those of one process);
-        returns, for each window where it found spans on words labelled O, the row, new labels and
-        spans (`marked`: how many spans it added). None: the export has no span head."""
+    def mark_esi_spans(self, windows, parts: list[tuple[int, int]], folder: Path) -> bool:
+        """Runs the parent's head over the windows of `parts` (batches of `eval_batch_size` windows
+        from each part's first, so the batches are those of one process) and writes each part
+        (`write_part`): for each window where the head found spans on words labelled O, the row,
+        new labels and spans (`marked`: how many spans it added). False: the export has no span
+        head (nothing written)."""
         from cofee.models.export import load_export_head, load_exported_encoder
 
         encoder, _ = load_exported_encoder(self.esi_export)
         head = load_export_head(self.esi_export, encoder.config.hidden_size)
         if head is None:
-            return None
+            return False
         encoder.eval()
         collate = WindowCollator(self.tokenizer.pad_token_id)
         outside = self.label2id["O"]
-        out: dict[str, list] = {k: [] for k in ("row", "labels", "span_starts", "span_ends", "span_types")}
-        out["marked"] = []
-        starts = range(rank * self.eval_batch_size, len(windows), world * self.eval_batch_size)
         with torch.no_grad():
-            for start in tqdm(starts, desc="ESI spans", leave=False):
-                indices = list(range(start, min(start + self.eval_batch_size, len(windows))))
-                chunk = [_plain(w) for w in windows.__getitems__(indices)] if indices else []
-                batch = collate(chunk)
-                hidden = encoder(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
-                predicted = head.decode(head(hidden.last_hidden_state), batch)
-                for index, window, spans in zip(indices, chunk, predicted):
-                    marked = self._mark(window, spans, outside)
-                    if not marked:
-                        continue
-                    out["row"].append(windows.row(index) if hasattr(windows, "row") else index)
-                    out["labels"].append(list(window.labels))
-                    out["span_starts"].append([int(s[0]) for s in window.spans])
-                    out["span_ends"].append([int(s[1]) for s in window.spans])
-                    out["span_types"].append([str(s[2]) for s in window.spans])
-                    out["marked"].append(marked)
-        return out
+            for first, stop in tqdm(parts, desc="ESI spans", leave=False):
+                out: dict[str, list] = {k: [] for k in PARENT_SCHEMA.names}
+                for start in range(first, stop, self.eval_batch_size):
+                    indices = list(range(start, min(start + self.eval_batch_size, stop)))
+                    chunk = [_plain(w) for w in windows.__getitems__(indices)]
+                    batch = collate(chunk)
+                    hidden = encoder(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+                    predicted = head.decode(head(hidden.last_hidden_state), batch)
+                    for index, window, spans in zip(indices, chunk, predicted):
+                        marked = self._mark(window, spans, outside)
+                        if not marked:
+                            continue
+                        out["row"].append(windows.row(index) if hasattr(windows, "row") else index)
+                        out["labels"].append(list(window.labels))
+                        out["span_starts"].append([int(s[0]) for s in window.spans])
+                        out["span_ends"].append([int(s[1]) for s in window.spans])
+                        out["span_types"].append([str(s[2]) for s in window.spans])
+                        out["marked"].append(marked)
+                write_part(folder, (first, stop), out)
+        return True
 
     def _mark(self, window: EncodedWindow, spans: list, outside: int) -> int:
         free = [
@@ -298,22 +291,3 @@ def _plain(window: EncodedWindow) -> EncodedWindow:
         sentence_index=window.sentence_index,
         word_offset=window.word_offset,
     )
-
-
-def _parent_schema():
-    import pyarrow as pa
-
-    ints = pa.list_(pa.int32())
-    return pa.schema(
-        [
-            ("row", pa.int64()),
-            ("labels", ints),
-            ("span_starts", ints),
-            ("span_ends", ints),
-            ("span_types", pa.list_(pa.string())),
-            ("marked", pa.int32()),
-        ]
-    )
-
-
-PARENT_SCHEMA = _parent_schema()

@@ -33,7 +33,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from cofee.clustering.features import SpanFeatures
+from cofee.clustering.features import SpanFeatures, SpanFeatureStore
 from cofee.clustering.kmeans import (
     ClusterConfig,
     ClusteringError,
@@ -64,9 +64,9 @@ def _comm_device() -> torch.device:
 def dedup_sorted(features: SpanFeatures) -> SpanFeatures:
     """One row per span id (the first occurrence), sorted by span id."""
     ids = np.asarray(features.span_ids, dtype=np.int64)
+    if ids.shape[0] < 2 or bool(np.all(ids[1:] > ids[:-1])):  # as it is: rows are read when sliced
+        return SpanFeatures(features.features, ids)
     unique, first = np.unique(ids, return_index=True)
-    if unique.shape[0] == ids.shape[0] and (ids.shape[0] < 2 or bool(np.all(ids[1:] > ids[:-1]))):
-        return SpanFeatures(np.asarray(features.features, dtype=np.float32), ids)
     return SpanFeatures(np.asarray(features.features, dtype=np.float32)[first], unique)
 
 
@@ -144,6 +144,49 @@ def _sum(values: np.ndarray) -> np.ndarray:
     tensor = torch.from_numpy(np.ascontiguousarray(values)).to(_comm_device())
     dist.all_reduce(tensor)
     return tensor.cpu().numpy()
+
+
+def route_rows(rows: np.ndarray, owners: np.ndarray) -> np.ndarray:
+    """Hand each row to the rank `owners` names (a collective): returns the rows addressed to this
+    rank, by sending rank, each rank's in its order. A rank receives only its own rows: one gather
+    per destination rank, padded to the most rows any rank sends there. `rows`: a 1-d numpy array
+    (structured dtypes travel as bytes). Without a process group: `rows` (every owner is this rank)."""
+    if not _distributed():
+        return rows
+    device, world, rank = _comm_device(), dist.get_world_size(), dist.get_rank()
+    owners = np.asarray(owners, dtype=np.int64)
+    order = np.argsort(owners, kind="stable")
+    counts = np.bincount(owners, minlength=world).astype(np.int64)
+    sent = torch.from_numpy(counts).to(device)
+    table = [torch.zeros_like(sent) for _ in range(world)]
+    dist.all_gather(table, sent)
+    table = np.stack([t.cpu().numpy() for t in table])  # [from, to]
+    width = rows.dtype.itemsize
+    raw = np.ascontiguousarray(rows[order]).view(np.uint8).reshape(-1, width) if rows.shape[0] else None
+    starts = np.concatenate([[0], np.cumsum(counts)])
+    received = None
+    for dst in range(world):
+        longest = max(int(table[:, dst].max()), 1)
+        block = torch.zeros((longest, width), dtype=torch.uint8, device=device)
+        mine = int(counts[dst])
+        if mine:
+            block[:mine] = torch.from_numpy(raw[starts[dst] : starts[dst] + mine]).to(device)
+        parts = [torch.empty_like(block) for _ in range(world)] if rank == dst else None
+        dist.gather(block, parts, dst=dst)
+        if rank == dst:
+            got = [p[: int(table[src, dst])].cpu().numpy() for src, p in enumerate(parts)]
+            received = np.ascontiguousarray(np.concatenate(got)).view(rows.dtype).reshape(-1)
+    return received
+
+
+def exchange_pending(store: SpanFeatureStore) -> int:
+    """Every rank's pending vectors (recorded of spans another rank owns) written on their owner (a
+    collective; without a process group the store's own pending rows, if any). Returns the rows this
+    rank received."""
+    pending = store.take_pending()
+    received = route_rows(pending, pending["id"] % store.world)
+    store.apply(received["id"], received["x"], received["epoch"])
+    return int(received.shape[0])
 
 
 @dataclass

@@ -6,8 +6,9 @@ chosen layer, and returns float32 features with their int64 span ids, in the ord
 them. With `out_path` the features are streamed to disk and come back memory-mapped, so a corpus of
 millions of spans never sits in RAM twice.
 
-`SpanFeatureStore` keeps the newest vector of every training span in memory, by span id, with the
-epoch it was recorded in: FET writes into it while it trains, the cluster refresh reads it back.
+`SpanFeatureStore` keeps the newest vector of every training span this rank owns (span id modulo
+the number of ranks), by span id, with the epoch it was recorded in, in preallocated numpy arrays or
+memory-mapped files: FET writes into it while it trains, the cluster refresh reads it back.
 
 On disk (`save_span_features` / `load_span_features`): `<out_path>` is a `.npy` of float32 [N, D]
 (open it with `np.load(..., mmap_mode="r")`), `<stem>.span_ids.npy` beside it holds the int64 [N] ids.
@@ -29,6 +30,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from cofee.clustering.kmeans import SampleRows
 from cofee.models.span_pooling import pool_batch_spans, pooled_dim
 from cofee.utils.errors import InputFileError
 
@@ -46,63 +48,233 @@ class SpanFeatures(NamedTuple):
 
 
 class SpanFeatureStore:
-    """The newest pooled vector of every training span, by global span id, and the epoch it is from.
+    """The newest pooled vector of every span this rank owns (span id modulo `world` is `rank`), by
+    span id, and the epoch it is from; nothing of the spans other ranks own.
 
-    `epochs[i]`: -2 never seen, -1 from the extraction pass at train start, e >= 0 recorded in epoch e.
+    Rows: owned span `i` is row `i // world`. `epochs[row]`: -2 never seen, -1 from the extraction
+    pass at train start, e >= 0 recorded in epoch e. `features` and `epochs` are torch views of numpy
+    arrays: in memory, or with `folder` memory-mapped files `rank<r>-of-<w>.{features,epochs}.npy`
+    (float32 [owned, dim], int64 [owned]), so a rank's share of a large corpus lives on disk (made
+    anew, unless `reopen`: then a rank's files of the same shape are used as they are).
+
+    A vector this rank records of a span another rank owns (the sampler deals windows anew every
+    epoch) waits in `pending` (structured rows: id, epoch, vector; with `folder` appended to
+    `rank<r>-of-<w>.pending`, so a stopped run keeps them) until `take_pending` hands them to the
+    exchange (`cofee.clustering.distributed.exchange_pending`), which `apply`s them on their owner.
     """
 
     NEVER, EXTRACTED = -2, -1
 
-    def __init__(self, n_spans: int, dim: int):
-        self.features = torch.zeros((n_spans, dim), dtype=torch.float32)
-        self.epochs = torch.full((n_spans,), self.NEVER, dtype=torch.long)
+    def __init__(
+        self,
+        n_spans: int,
+        dim: int,
+        rank: int = 0,
+        world: int = 1,
+        folder: str | Path | None = None,
+        reopen: bool = False,
+    ):
+        self.n_spans, self.dim_, self.rank, self.world = int(n_spans), int(dim), int(rank), max(int(world), 1)
+        self.folder = Path(folder) if folder is not None else None
+        self.row_dtype = np.dtype([("id", np.int64), ("epoch", np.int64), ("x", np.float32, (self.dim_,))])
+        n_owned = len(range(self.rank, self.n_spans, self.world))
+        if self.folder is None:
+            x = np.zeros((n_owned, self.dim_), dtype=np.float32)
+            epochs = np.full(n_owned, self.NEVER, dtype=np.int64)
+        else:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            if not reopen:  # a new store: nothing of an earlier run in this folder counts
+                self._path("pending").unlink(missing_ok=True)
+            x = _open_memmap(self._path("features.npy"), np.float32, (n_owned, self.dim_), 0, reopen)
+            epochs = _open_memmap(self._path("epochs.npy"), np.int64, (n_owned,), self.NEVER, reopen)
+        self._x, self._epochs = x, epochs
+        self.features = torch.from_numpy(x)
+        self.epochs = torch.from_numpy(epochs)
+        self._pending: list[np.ndarray] = []
 
-    def __len__(self) -> int:
-        return int(self.epochs.shape[0])
+    def _path(self, suffix: str) -> Path:
+        return self.folder / f"rank{self.rank}-of-{self.world}.{suffix}"
+
+    def __len__(self) -> int:  # every span of the corpus, owned here or not
+        return self.n_spans
 
     @property
     def dim(self) -> int:
-        return int(self.features.shape[1])
+        return self.dim_
 
+    @property
+    def owned_spans(self) -> int:
+        return int(self._epochs.shape[0])
+
+    # -- writing ------------------------------------------------------------------------------------
     def record(self, span_ids: torch.Tensor, features: torch.Tensor, epoch: int) -> None:
-        ids = span_ids.detach().cpu().long()
-        self.features[ids] = features.detach().float().cpu()
-        self.epochs[ids] = int(epoch)
+        ids = np.asarray(span_ids.detach().cpu(), dtype=np.int64)
+        self.put(
+            ids, features.detach().float().cpu().numpy(), np.full(ids.shape[0], int(epoch), dtype=np.int64)
+        )
+
+    def put(self, ids: np.ndarray, x: np.ndarray, epochs: np.ndarray) -> None:
+        """Rows of any spans: this rank's written into the store, the others' left pending."""
+        mine = ids % self.world == self.rank
+        self.apply(ids[mine], x[mine], epochs[mine])
+        if not mine.all():
+            self._add_pending(ids[~mine], x[~mine], epochs[~mine])
 
     def update(self, features: SpanFeatures, epoch: int) -> None:
         if len(features):
-            self.record(
-                torch.from_numpy(features.span_ids), torch.from_numpy(np.asarray(features.features)), epoch
-            )
+            ids = np.asarray(features.span_ids, dtype=np.int64)
+            x = np.asarray(features.features, dtype=np.float32)
+            self.put(ids, x, np.full(ids.shape[0], int(epoch), dtype=np.int64))
 
-    def _rows(self, mask: torch.Tensor) -> SpanFeatures:
-        rows = torch.nonzero(mask).squeeze(1)
-        return SpanFeatures(self.features[rows].numpy(), rows.numpy().astype(np.int64))
+    def apply(self, span_ids: np.ndarray, features: np.ndarray, epochs: np.ndarray) -> None:
+        """Write vectors of spans this rank owns; of one span's rows the last wins."""
+        ids = np.asarray(span_ids, dtype=np.int64)
+        if not ids.shape[0]:
+            return
+        if np.any(ids % self.world != self.rank) or ids.min() < 0 or ids.max() >= self.n_spans:
+            raise ValueError(f"rank {self.rank} of {self.world} was handed span ids it does not own")
+        last = ids.shape[0] - 1 - np.unique(ids[::-1], return_index=True)[1]  # the last row of each id
+        rows = ids[last] // self.world
+        self._x[rows] = np.asarray(features, dtype=np.float32)[last]
+        self._epochs[rows] = np.asarray(epochs, dtype=np.int64)[last]
+
+    def _add_pending(self, ids: np.ndarray, x: np.ndarray, epochs: np.ndarray) -> None:
+        rows = np.empty(ids.shape[0], dtype=self.row_dtype)
+        rows["id"], rows["epoch"], rows["x"] = ids, epochs, x
+        if self.folder is None:
+            self._pending.append(rows)
+        else:
+            with open(self._path("pending"), "ab") as handle:
+                rows.tofile(handle)
+
+    def take_pending(self) -> np.ndarray:
+        """The vectors waiting for their owner (structured rows id, epoch, x), oldest first; the
+        store forgets them (the caller applies them on their owners)."""
+        if self.folder is None:
+            rows = np.concatenate(self._pending) if self._pending else np.empty(0, dtype=self.row_dtype)
+            self._pending = []
+            return rows
+        path = self._path("pending")
+        if not path.is_file():
+            return np.empty(0, dtype=self.row_dtype)
+        rows = np.fromfile(path, dtype=self.row_dtype)
+        path.unlink()
+        return rows
+
+    @property
+    def pending(self) -> int:
+        if self.folder is None:
+            return sum(int(p.shape[0]) for p in self._pending)
+        path = self._path("pending")
+        return path.stat().st_size // self.row_dtype.itemsize if path.is_file() else 0
+
+    def flush(self) -> None:
+        for array in (self._x, self._epochs):
+            if isinstance(array, np.memmap):
+                array.flush()
+
+    # -- reading ------------------------------------------------------------------------------------
+    def _rows(self, mask: np.ndarray) -> SpanFeatures:
+        """The owned rows of `mask`, their vectors read from the store only when sliced."""
+        ids = np.flatnonzero(mask).astype(np.int64) * self.world + self.rank
+        rows = self._x if bool(mask.all()) else SampleRows(self._x, np.flatnonzero(mask))
+        return SpanFeatures(rows, ids)
 
     def recorded_in(self, epoch: int) -> SpanFeatures:
-        return self._rows(self.epochs == epoch)
+        return self._rows(self._epochs == epoch)
 
-    def owned(self, rank: int, world: int) -> SpanFeatures:
-        """The spans with a vector whose id is `rank` modulo `world` (the spans this rank assigns)."""
-        ids = torch.arange(len(self))
-        return self._rows((self.epochs != self.NEVER) & (ids % max(world, 1) == rank))
-
-    def known(self) -> SpanFeatures:
-        """Every span with a vector, sorted by span id."""
-        return self._rows(self.epochs != self.NEVER)
+    def owned(self) -> SpanFeatures:
+        """Every owned span with a vector, sorted by span id (the spans this rank assigns)."""
+        return self._rows(self._epochs != self.NEVER)
 
     def empty(self) -> SpanFeatures:
         return SpanFeatures(np.zeros((0, self.dim), dtype=np.float32), np.zeros(0, dtype=np.int64))
 
+    # -- checkpoints --------------------------------------------------------------------------------
     def state_dict(self) -> dict:
-        return {"features": self.features.clone(), "epochs": self.epochs.clone()}
+        """In memory: the vectors, epochs and pending rows (a single process's whole store). With a
+        folder only where it is: every rank reopens its own files (Lightning saves rank 0's state)."""
+        state = {"n_spans": self.n_spans, "dim": self.dim, "world": self.world}
+        if self.folder is not None:
+            self.flush()
+            return {**state, "folder": str(self.folder)}
+        pending = self.take_pending()
+        self._pending = [pending] if pending.shape[0] else []
+        return {
+            **state,
+            "features": self.features.clone(),
+            "epochs": self.epochs.clone(),
+            "pending_ids": torch.from_numpy(pending["id"].copy()),
+            "pending_epochs": torch.from_numpy(pending["epoch"].copy()),
+            "pending_features": torch.from_numpy(pending["x"].copy()),
+        }
 
     @classmethod
-    def from_state(cls, state: dict) -> SpanFeatureStore:
-        store = cls(0, 0)
-        store.features = state["features"].float().clone()
-        store.epochs = state["epochs"].long().clone()
+    def from_state(
+        cls, state: dict, rank: int = 0, world: int = 1, folder: str | Path | None = None
+    ) -> SpanFeatureStore:
+        """The store `state_dict` described, for `rank` of `world`; a folder store is reopened from
+        `folder` (default: where it was), and one saved with another number of ranks is dealt out
+        again from the files of that run."""
+        if state.get("folder") is not None:
+            folder, n, dim = Path(folder or state["folder"]), int(state["n_spans"]), int(state["dim"])
+            saved_world = int(state.get("world", 1))
+            store = cls(n, dim, rank, world, folder, reopen=saved_world == max(int(world), 1))
+            if saved_world != store.world:
+                store.adopt(saved_world)
+            return store
+        features, epochs = state["features"].float().numpy(), state["epochs"].long().numpy()
+        saved_world = int(state.get("world", 1))
+        n = int(state.get("n_spans", features.shape[0]))  # a checkpoint of the unsharded store: row = id
+        store = cls(
+            n, int(state.get("dim", features.shape[1] if features.ndim == 2 else 0)), rank, world, folder
+        )
+        if saved_world == store.world and folder is None:
+            store._x[...], store._epochs[...] = features, epochs
+        elif saved_world == 1:  # one process's whole store, dealt out to this rank
+            ids = np.flatnonzero((epochs != cls.NEVER) & (np.arange(n) % store.world == store.rank))
+            store.apply(ids, features[ids], epochs[ids])
+        if "pending_ids" in state and state["pending_ids"].numel():
+            store.put(
+                state["pending_ids"].numpy(),
+                state["pending_features"].numpy(),
+                state["pending_epochs"].numpy(),
+            )
         return store
+
+    def adopt(self, saved_world: int) -> None:
+        """Fill this store from the files of a run with `saved_world` ranks (its pending rows too)."""
+        for old in range(saved_world):
+            prefix = self.folder / f"rank{old}-of-{saved_world}"
+            x_path, epochs_path = Path(f"{prefix}.features.npy"), Path(f"{prefix}.epochs.npy")
+            if not (x_path.is_file() and epochs_path.is_file()):
+                continue
+            x, epochs = np.load(x_path, mmap_mode="r"), np.load(epochs_path, mmap_mode="r")
+            ids = np.arange(epochs.shape[0], dtype=np.int64) * saved_world + old
+            for start in range(0, ids.shape[0], 65_536):
+                chunk = slice(start, start + 65_536)
+                keep = (ids[chunk] % self.world == self.rank) & (epochs[chunk] != self.NEVER)
+                self.apply(ids[chunk][keep], np.asarray(x[chunk])[keep], np.asarray(epochs[chunk])[keep])
+            pending = Path(f"{prefix}.pending")
+            if pending.is_file():
+                rows = np.fromfile(pending, dtype=self.row_dtype)
+                keep = rows["id"] % self.world == self.rank
+                self.apply(rows["id"][keep], rows["x"][keep], rows["epoch"][keep])
+
+
+def _open_memmap(path: Path, dtype, shape: tuple, fill, reopen: bool) -> np.memmap:
+    """The `.npy` at `path` opened read-write (`reopen`, and it has this dtype and shape), or created
+    filled with `fill`."""
+    if reopen and path.is_file():
+        try:
+            found = np.load(path, mmap_mode="r+")
+            if found.dtype == np.dtype(dtype) and found.shape == shape:
+                return found
+        except ValueError:
+            pass
+    array = np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=shape)
+    array[...] = fill
+    return array
 
 
 def span_ids_path(out_path: str | Path) -> Path:

@@ -13,7 +13,8 @@ centroid, and classes weighted by inverse cluster variance. What we add:
   (`train_sample`: the spans of the smallest seeded hashes of their ids, seed from (seed, epoch)), so
   the sample is the same whatever the number of ranks or the sharding; then every span is assigned
   to its nearest centroid, in chunks (`assign_features`), so memory is bounded by the sample and a
-  chunk, not by the corpus. The sample is explicit and recorded (`ClusterResult.train_spans`); FAISS's
+  chunk, not by the corpus. The sample is read in chunks too (`SampleRows`): the PCA reads its own
+  rows at full width, k-means holds the sample only in the PCA space. The sample is explicit and recorded (`ClusterResult.train_spans`); FAISS's
   own silent subsampling (256 x k points by default; faiss #1679) is switched off unless
   `max_points_per_centroid` is set. PCA trains on at most `pca_max_train` spans of the sample (the
   ones of the smallest hashes: a covariance of 100k x 384 is already exact to three digits).
@@ -305,32 +306,64 @@ def check_sample(n_sample: int, cfg: ClusterConfig, dim: int) -> None:
         )
 
 
-def fit_clusters(sample: np.ndarray, sample_ids, cfg: ClusterConfig, epoch: int = 0) -> ClusterModel:
-    """Train the PCA and k-means on the training sample (rows sorted by span id), seeds from (seed, epoch)."""
+def _finite(block: np.ndarray) -> np.ndarray:
+    if not np.isfinite(block).all():
+        raise ClusteringError("span features contain NaN or infinite values")
+    return block
+
+
+def _rows(sample, key) -> np.ndarray:
+    return _finite(np.ascontiguousarray(sample[key], dtype=np.float32))
+
+
+class SampleRows:
+    """Rows `rows` of `features` (an array, a memmap, anything indexed by an array of rows), read only
+    when sliced: the training sample as `fit_clusters` reads it, never copied whole."""
+
+    def __init__(self, features, rows: np.ndarray):
+        self.features, self.rows = features, np.asarray(rows, dtype=np.int64)
+        self.shape = (int(self.rows.shape[0]), int(features.shape[1]))
+
+    def __getitem__(self, key) -> np.ndarray:
+        return np.asarray(self.features[self.rows[key]], dtype=np.float32)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:  # np.asarray(rows): all of them, read now
+        return self[:].astype(dtype or np.float32, copy=False)
+
+
+def fit_clusters(sample, sample_ids, cfg: ClusterConfig, epoch: int = 0) -> ClusterModel:
+    """Train the PCA and k-means on the training sample (rows sorted by span id), seeds from (seed, epoch).
+
+    `sample`: an array, or anything sliced by rows (`SampleRows`). Memory: the PCA reads its own
+    rows (at most `pca_max_train`, full width); k-means then reads the sample `assign_chunk` rows at a
+    time into the PCA space, so the sample is never held at full width (pca_dim, not d, per span)."""
     import faiss
 
     cfg.validate()
-    x = np.ascontiguousarray(sample, dtype=np.float32)
-    if x.ndim != 2:
-        raise ValueError(f"features must be [spans, dim], got shape {x.shape}")
-    n, d_in = x.shape
+    if len(sample.shape) != 2:
+        raise ValueError(f"features must be [spans, dim], got shape {tuple(sample.shape)}")
+    n, d_in = (int(v) for v in sample.shape)
     check_sample(n, cfg, d_in)
-    if not np.isfinite(x).all():
-        raise ClusteringError("span features contain NaN or infinite values")
     started = time.perf_counter()
     seed = derive_seed(cfg.seed, epoch)
+    step = int(cfg.assign_chunk)
     with _FaissThreads(cfg):
         device = _pick_gpu(cfg)
         pca_bytes = None
         if cfg.pca_dim:
             d_out = min(cfg.pca_dim, d_in)
-            pca_rows = x
             threshold = sample_threshold(id_priorities(sample_ids, seed), cfg.pca_max_train)
-            if threshold is not None:  # the spans of the smallest priorities, still in id order
-                pca_rows = x[id_priorities(sample_ids, seed) <= threshold]
+            if threshold is None:
+                pca_rows = _rows(sample, slice(None))
+            else:  # the spans of the smallest priorities, still in id order
+                pca_rows = _rows(sample, np.flatnonzero(id_priorities(sample_ids, seed) <= threshold))
             pca = faiss.PCAMatrix(d_in, d_out, float(cfg.eigen_power))
             pca.max_points_per_d = max(1, -(-pca_rows.shape[0] // d_in))  # never subsample inside FAISS
-            pca.train(np.ascontiguousarray(pca_rows))
+            pca.train(pca_rows)
+            del pca_rows
             pca_bytes = (
                 faiss.vector_to_array(pca.A).reshape(d_out, d_in).astype(np.float32),
                 faiss.vector_to_array(pca.b).astype(np.float32),
@@ -347,9 +380,10 @@ def fit_clusters(sample: np.ndarray, sample_ids, cfg: ClusterConfig, epoch: int 
             0.0,
             device is not None,
         )
-        y = model.transform(x)
-        del x
-        d = y.shape[1]
+        d = min(cfg.pca_dim, d_in) if cfg.pca_dim else d_in
+        y = np.empty((n, d), dtype=np.float32)
+        for start in range(0, n, step):
+            y[start : start + step] = model.transform(_rows(sample, slice(start, start + step)))
         kmeans = faiss.Kmeans(
             d,
             int(cfg.k),
@@ -390,9 +424,7 @@ def assign_features(features, model: ClusterModel, cfg: ClusterConfig) -> tuple[
         index.add(np.ascontiguousarray(model.centroids))
         step = int(cfg.assign_chunk)
         for start in range(0, n, step):
-            block = np.asarray(features[start : start + step], dtype=np.float32)
-            if not np.isfinite(block).all():
-                raise ClusteringError("span features contain NaN or infinite values")
+            block = _rows(features, slice(start, start + step))
             dist, labels = index.search(model.transform(block), 1)
             assignments[start : start + step] = labels[:, 0]
             distances[start : start + step] = np.maximum(dist[:, 0], 0.0)
@@ -434,7 +466,7 @@ def cluster_features(features, cfg: ClusterConfig, epoch: int = 0, span_ids=None
     check_sample(min(n, cfg.max_train_spans or n), cfg, int(features.shape[1]))
     started = time.perf_counter()
     rows = training_rows(ids, cfg, epoch)
-    model = fit_clusters(np.asarray(features[rows], dtype=np.float32), ids[rows], cfg, epoch)
+    model = fit_clusters(SampleRows(features, rows), ids[rows], cfg, epoch)
     assignments, distances = assign_features(features, model, cfg)
     sizes = np.bincount(assignments, minlength=cfg.k).astype(np.int64)
     sums = np.bincount(assignments, weights=distances.astype(np.float64), minlength=cfg.k)

@@ -1,7 +1,9 @@
 """Pseudo-labels under DDP: 2 real processes on gloo (CPU) against a single-process run.
 
 Each rank ends with the labels of its own spans only; their union must be the single-process labels
-of all spans, with every span in the training sample and with a sample capped by `max_train_spans`."""
+of all spans, with every span in the training sample and with a sample capped by `max_train_spans`.
+Each rank's `SpanFeatureStore` holds the vectors of the spans it owns only, whichever rank recorded
+them."""
 
 import socket
 from pathlib import Path
@@ -13,9 +15,11 @@ import torch.multiprocessing as mp
 from cofee.clustering import (
     ClusterConfig,
     SpanFeatures,
+    SpanFeatureStore,
     TooFewSpansError,
     cluster_distributed,
     dedup_sorted,
+    exchange_pending,
     gather_features,
     gather_labels,
     nmi,
@@ -25,6 +29,7 @@ from cofee.clustering import (
 CFG = {"k": 6, "pca_dim": 8, "niter": 20, "seed": 7}
 CAPPED = {**CFG, "max_train_spans": 120, "pca_max_train": 60}  # a sample of 120 of the 300 spans
 EPOCH = 3
+FIRST_ID = 1000  # synthetic span ids start here; a store counts from 0
 
 
 def synthetic(n=300, dim=16, k=6):
@@ -77,6 +82,16 @@ def _worker(rank: int, world: int, port: int, out_dir: str) -> None:
         # NMI of the capped against the full labels, from per-rank counts summed across ranks
         same = np.searchsorted(capped.span_ids, span_ids)
         nmi_reduced = reduced_nmi(assignments, capped.assignments[same], 6, 6)
+        # the sharded store: each rank records its (overlapping) shard, then the exchange
+        store = SpanFeatureStore(300, 16, rank, world, Path(out_dir) / "store")
+        store.update(SpanFeatures(local.features, local.span_ids - FIRST_ID), epoch=0)
+        recorded_pending = store.pending
+        received = exchange_pending(store)
+        stored = store.owned()
+        from_store = cluster_distributed(
+            SpanFeatures(stored.features, stored.span_ids + FIRST_ID), ClusterConfig(**CFG), EPOCH
+        )
+        store_state = store.state_dict()
         try:
             cluster_distributed(local, ClusterConfig(**{**CFG, "k": 500, "pca_dim": None}), EPOCH)
             error = ""
@@ -101,6 +116,12 @@ def _worker(rank: int, world: int, port: int, out_dir: str) -> None:
             everyone_assignments=everyone.assignments,
             nmi_reduced=nmi_reduced,
             error=error,
+            store_rows=store.features.shape[0],
+            store_ids=stored.span_ids + FIRST_ID,
+            store_features=np.asarray(stored.features),
+            store_pending=[recorded_pending, received, store.pending],
+            store_labels=from_store.assignments,
+            store_state_has_vectors="features" in store_state,
         )
     finally:
         dist.destroy_process_group()
@@ -144,6 +165,25 @@ def test_two_gloo_ranks_agree_with_a_single_process(tmp_path, monkeypatch):
         # an error on the clustering rank reaches every rank (no hang)
         assert "cannot cluster 300 spans" in str(out["error"])
     assert single.stats["k"] == 6 and single.result is not None
+    local_shards = shards(data)
+    for r, out in enumerate(ranks):
+        # each rank stores its own spans only (150 of 300), every one of them, whoever recorded it
+        mine = owned(data, r)
+        assert int(out["store_rows"]) == len(mine) == 150
+        np.testing.assert_array_equal(out["store_ids"], mine.span_ids)
+        np.testing.assert_array_equal(out["store_features"], mine.features)
+        others = int((local_shards[r].span_ids % 2 != r).sum())
+        assert out["store_pending"].tolist()[0] == others and out["store_pending"].tolist()[2] == 0
+        assert not bool(out["store_state_has_vectors"])  # on disk, where each rank reopens its own
+        np.testing.assert_array_equal(out["store_labels"], single.lookup(mine.span_ids))
+    for r in range(2):
+        shape = np.load(tmp_path / "store" / f"rank{r}-of-2.features.npy", mmap_mode="r").shape
+        assert shape == (150, 16)
+    # resumed on one process: the two ranks' files dealt out again, every span's vector back
+    state = {"n_spans": 300, "dim": 16, "world": 2, "folder": str(tmp_path / "store")}
+    whole = SpanFeatureStore.from_state(state, rank=0, world=1)
+    np.testing.assert_array_equal(whole.owned().span_ids + FIRST_ID, data.span_ids)
+    np.testing.assert_array_equal(np.asarray(whole.owned().features), data.features)
 
 
 def test_local_fallback_dedups_and_looks_up():

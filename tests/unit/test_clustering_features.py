@@ -132,3 +132,39 @@ def test_no_spans_gives_empty_features(tiny_encoder, tokenizer):
         batch["span_ids"] = [[] for _ in batch["span_ids"]]
     got = extract_span_features(tiny_encoder, batches, "endpoints", progress=False)
     assert got.features.shape == (0, 64) and got.span_ids.shape == (0,)
+
+
+def test_store_keeps_its_own_spans_and_leaves_the_others_pending(tmp_path):
+    from cofee.clustering.features import SpanFeatureStore
+
+    store = SpanFeatureStore(10, 4, rank=1, world=3, folder=tmp_path)
+    assert store.owned_spans == 3 and len(store) == 10  # spans 1, 4, 7
+    ids = torch.tensor([4, 2, 7, 4])
+    x = torch.arange(16, dtype=torch.float32).reshape(4, 4)
+    store.record(ids, x, epoch=2)
+    owned = store.owned()
+    assert owned.span_ids.tolist() == [4, 7]
+    np.testing.assert_array_equal(np.asarray(owned.features), x[[3, 2]].numpy())  # span 4: the last row
+    assert store.epochs.tolist() == [-2, 2, 2] and store.pending == 1
+    pending = store.take_pending()
+    assert pending["id"].tolist() == [2] and pending["epoch"].tolist() == [2] and store.pending == 0
+    with pytest.raises(ValueError, match="does not own"):
+        store.apply(np.array([2]), np.zeros((1, 4), np.float32), np.array([0]))
+
+    reopened = SpanFeatureStore.from_state(store.state_dict(), rank=1, world=3)
+    np.testing.assert_array_equal(reopened.features.numpy(), store.features.numpy())
+    fresh = SpanFeatureStore(10, 4, rank=1, world=3, folder=tmp_path)  # a new store forgets the files
+    assert fresh.epochs.tolist() == [-2, -2, -2]
+
+
+def test_in_memory_store_round_trips_through_its_state():
+    from cofee.clustering.features import SpanFeatureStore
+
+    store = SpanFeatureStore(6, 2)
+    store.update(SpanFeatures(np.ones((2, 2), np.float32), np.array([5, 0])), epoch=-1)
+    state = store.state_dict()
+    assert set(state) >= {"features", "epochs"}
+    restored = SpanFeatureStore.from_state(state)
+    assert torch.equal(restored.features, store.features) and restored.owned().span_ids.tolist() == [0, 5]
+    halves = [SpanFeatureStore.from_state(state, rank=r, world=2) for r in range(2)]  # dealt out
+    assert [h.owned().span_ids.tolist() for h in halves] == [[0], [5]]
