@@ -14,7 +14,7 @@ export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 export WANDB_MODE ?= offline
 
-.PHONY: help install test test-slow pretrain-all build-anchors build-gazetteer denoising denoising-ablation esi-repeats fet-report bench study study-report sweep lint format clean
+.PHONY: help install test test-slow pretrain-all build-anchors build-gazetteer denoising denoising-ablation esi-repeats fet-report bench gpu-check study study-report sweep lint format clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-14s %s\n", $$1, $$2}'
@@ -49,6 +49,10 @@ pretrain-all: $(STAMP)  ## build the corpora, then run the curriculum on the def
 bench: $(STAMP)  ## run the benchmarks; figures go to benchmarks/results/*.json and the table in benchmarks/README.md
 	$(BIN)/python -m benchmarks.run_all $(BENCH)
 	$(BIN)/python -m benchmarks.report benchmarks/README.md
+
+# GPU_CHECK_ARGS: --device cpu (the dry path), --model /path/to/encoder, --batch-size N, --no-ddp
+gpu-check: $(STAMP)  ## on a GPU machine: bf16 stage vs plain loop, 2-GPU DDP vs 1, FAISS GPU k-means (benchmarks/results/gpu_check.json)
+	$(BIN)/python -m benchmarks.gpu_check $(GPU_CHECK_ARGS)
 
 denoising: $(STAMP)  ## NEE per noise strategy vs. the gazetteer, on gold NER (conf/denoising.yaml; docs/results.md)
 	$(BIN)/cofee-denoising $(ARGS)
