@@ -32,7 +32,7 @@ install: $(STAMP)  ## create .venv and install cofee with its dev tools
 test: $(STAMP)  ## run the test suite (fast tests; slow ones are marked)
 	$(BIN)/python -m pytest -m "not slow" -q
 
-test-slow: $(STAMP)  ## run only the slow tests (DDP, full builds)
+test-slow: $(STAMP)  ## run only the slow tests (DDP, full builds, kill -9 and soak tests)
 	$(BIN)/python -m pytest -m slow -q
 
 build-anchors: $(STAMP)  ## build the Wikipedia anchor corpus (skipped when unchanged)

@@ -16,6 +16,7 @@ from transformers import AutoModel, PreTrainedModel
 from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
 from cofee import __version__
+from cofee.models.encoder import load_pretrained
 from cofee.utils.errors import InputFileError
 from cofee.utils.io import atomic_directory, atomic_write_json, read_json, stable_hash
 
@@ -50,17 +51,28 @@ def export_encoder(
 
 
 def read_export_manifest(folder: str | Path) -> dict:
-    path = Path(folder) / MANIFEST
+    """The manifest of an export; `InputFileError` naming the file when it is missing or not one."""
+    folder = Path(folder)
+    path = folder / MANIFEST
+    if not folder.is_dir():
+        raise InputFileError(folder, "not a folder (a stage export is outputs/<run>/<stage>/encoder)")
+    if not path.is_file():
+        raise InputFileError(path, "file not found: not a CoFEE stage export (outputs/<run>/<stage>/encoder)")
     manifest = read_json(path)
-    if manifest.get("format") != "cofee-encoder":
+    if not isinstance(manifest, dict) or manifest.get("format") != "cofee-encoder":
         raise InputFileError(path, "not a cofee encoder manifest (format is not 'cofee-encoder')")
+    if not isinstance(manifest.get("stage"), str):
+        raise InputFileError(path, "a cofee encoder manifest without its 'stage'")
     return manifest
 
 
 def load_exported_encoder(folder: str | Path) -> tuple[PreTrainedModel, dict]:
-    """Load an export and report missing or unexpected weights loudly rather than silently."""
+    """Load an export and report missing or unexpected weights loudly rather than silently.
+
+    A broken export (no or another manifest, `config.json` not JSON, truncated weights) is one
+    `InputFileError` naming the file, raised before any weight is read (`check_model_folder`)."""
     manifest = read_export_manifest(folder)
-    model, info = AutoModel.from_pretrained(str(folder), local_files_only=True, output_loading_info=True)
+    model, info = load_pretrained(AutoModel, folder, output_loading_info=True)
     for kind in ("missing_keys", "unexpected_keys", "mismatched_keys"):
         if info.get(kind):
             log.warning(
@@ -96,4 +108,4 @@ def load_start(init_from: str | Path | None, model):
         tokenizer = load_tokenizer(model)
         return load_encoder(model, vocab_size=len(tokenizer)), tokenizer, None
     encoder, manifest = load_exported_encoder(init_from)
-    return encoder, AutoTokenizer.from_pretrained(str(init_from), local_files_only=True), manifest
+    return encoder, load_pretrained(AutoTokenizer, init_from), manifest

@@ -336,3 +336,93 @@ def test_user_list_with_an_unexpected_name(tmp_path):
     )
     one_line_error(done, "cofee-build-gazetteer", "PER.csv", ".txt or .lst")
     assert not (tmp_path / "data" / "gazetteer").exists()
+
+
+# ------------------------------------------------------ a corrupt parent export (init_from, stage parent)
+def _truncate(folder):
+    weights = folder / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+
+
+CORRUPT_EXPORTS = {
+    "truncated-safetensors": (_truncate, ["model.safetensors:", "truncated safetensors file"]),
+    "invalid-config-json": (
+        lambda folder: (folder / "config.json").write_text('{"model_type": "bert",,}\n'),
+        ["config.json:1:", "not valid JSON"],
+    ),
+    "config-json-not-a-model": (
+        lambda folder: (folder / "config.json").write_text('{"hidden_size": 32}\n'),
+        ["cannot load the model", "model_type"],
+    ),
+    "missing-manifest": (
+        lambda folder: (folder / "manifest.json").unlink(),
+        ["manifest.json: file not found: not a CoFEE stage export"],
+    ),
+    "invalid-manifest": (
+        lambda folder: (folder / "manifest.json").write_text('{"format": "cofee-encoder",\n'),
+        ["manifest.json:2:", "not valid JSON"],
+    ),
+    "truncated-tokenizer": (
+        lambda folder: (folder / "tokenizer.json").write_text((folder / "tokenizer.json").read_text()[:500]),
+        ["cannot load the model (JSONDecodeError"],
+    ),
+}
+
+
+def _corrupt_copy(stage_export, target, kind):
+    shutil.copytree(stage_export, target)
+    corrupt, needles = CORRUPT_EXPORTS[kind]
+    corrupt(target)
+    return needles
+
+
+def _cases(fast, every):
+    """Every kind; those not in `fast` run in `make test-slow` (a process start is ~10 s of CPU)."""
+    return [kind if kind in fast else pytest.param(kind, marks=pytest.mark.slow) for kind in every]
+
+
+def test_every_corrupt_export_is_one_error_naming_its_file(tmp_path, stage_export):
+    """In process, every kind at once: the load path a stage and `cofee-finetune` share (`load_start`)."""
+    from cofee.models.export import load_start
+    from cofee.utils.errors import InputFileError
+    from tests.support import TINY
+
+    for kind in CORRUPT_EXPORTS:
+        needles = _corrupt_copy(stage_export, tmp_path / kind, kind)
+        with pytest.raises(InputFileError) as caught:
+            load_start(tmp_path / kind, TINY)
+        message = str(caught.value)
+        assert "\n" not in message and str(tmp_path / kind) in message, (kind, message)
+        for needle in needles:
+            assert needle in message, (kind, message)
+
+
+@pytest.mark.parametrize("kind", _cases({"missing-manifest"}, CORRUPT_EXPORTS))
+def test_corrupt_export_given_to_finetune_init_from(tmp_path, stage_export, kind):
+    needles = _corrupt_copy(stage_export, tmp_path / "enc", kind)
+    done = finetune(tmp_path, *gold(tmp_path), f"init_from={tmp_path / 'enc'}")
+    one_line_error(done, "cofee-finetune", str(tmp_path / "enc"), *needles)
+    assert left(tmp_path / "out") in (None, [], ["finetune.log"])  # refused before training
+
+
+@pytest.mark.parametrize(
+    "kind",
+    _cases({"truncated-safetensors"}, ["truncated-safetensors", "invalid-config-json", "invalid-manifest"]),
+)
+def test_corrupt_parent_export_of_a_stage(tmp_path, stage_export, kind):
+    """`stage=nee` starts from the esi export of its run folder: a corrupt one is refused by name before
+    the stage builds its data or trains (no checkpoint, no nee folder)."""
+    parent = tmp_path / "outputs" / "run" / "esi" / "encoder"
+    needles = _corrupt_copy(stage_export, parent, kind)
+    done = run(
+        "pretrain",
+        "experiment=smoke",
+        "run_name=run",
+        f"paths.root={tmp_path}",
+        "stage=nee",
+        "logger=none",
+        cwd=tmp_path,
+    )
+    one_line_error(done, "cofee-pretrain", str(parent), *needles)
+    assert not (tmp_path / "outputs" / "run" / "nee" / "checkpoints").exists()
+    assert not (tmp_path / "outputs" / "run" / "nee" / "encoder").exists()
