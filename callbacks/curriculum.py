@@ -31,6 +31,8 @@ from cofee.models.export import MANIFEST, export_encoder, manifest_hash, read_ex
 from cofee.utils.errors import InputFileError
 from cofee.utils.io import stable_hash
 
+METRICS_KEY = "cofee_stage_metrics"  # the stage's metrics so far, in every checkpoint it saves
+
 
 class CurriculumCallback(pl.Callback):
     def __init__(
@@ -56,6 +58,9 @@ class CurriculumCallback(pl.Callback):
         self.log_export = log_export
         self.started = time.time()  # the manifest's `seconds`: data preparation included
         self.exported: dict | None = None
+        # the metrics saved with the checkpoint this fit resumed from: a stage killed during its
+        # export resumes with nothing left to train, and its fit then logs no metrics of its own
+        self.restored_metrics: dict[str, float] = {}
 
     # -- fit start: the parent ------------------------------------------------------------------
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -78,6 +83,16 @@ class CurriculumCallback(pl.Callback):
     def final_metrics(trainer: pl.Trainer) -> dict[str, float]:
         return {k: round(float(v), 6) for k, v in sorted(trainer.callback_metrics.items())}
 
+    def on_save_checkpoint(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict
+    ) -> None:
+        checkpoint[METRICS_KEY] = self.final_metrics(trainer) or self.restored_metrics
+
+    def on_load_checkpoint(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict
+    ) -> None:
+        self.restored_metrics = dict(checkpoint.get(METRICS_KEY, {}))
+
     def manifest(self, trainer: pl.Trainer) -> dict:
         """The export's manifest, less the fields `export_encoder` adds (format, version, time, head)."""
         data_manifest = getattr(trainer.datamodule, "manifest", None)
@@ -97,7 +112,7 @@ class CurriculumCallback(pl.Callback):
             "parent_path": str(self.init_from) if self.init_from else None,
             "seconds": round(time.time() - self.started, 2),
             **extras,
-            "metrics": self.final_metrics(trainer),
+            "metrics": self.final_metrics(trainer) or self.restored_metrics,
             "global_step": trainer.global_step,
         }
 

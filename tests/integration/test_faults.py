@@ -184,12 +184,6 @@ def test_stage_killed_during_its_export_leaves_no_export_and_its_rerun_writes_th
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="a stage resumed from a last.ckpt at the end of its training exports empty metrics: "
-    "CurriculumCallback.final_metrics reads trainer.callback_metrics, which a fit with nothing left "
-    "to train never fills",
-)
 def test_stage_killed_during_its_export_keeps_its_metrics(killed_stage):
     manifest = json.loads((killed_stage["export"] / "manifest.json").read_text())
     assert manifest["metrics"] == killed_stage["record"]["about_to_write"]["metrics"] != {}
