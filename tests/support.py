@@ -252,3 +252,101 @@ def write_multistream_dump(
     if index:
         (folder / f"{stem}-multistream-index.txt.bz2").write_bytes(bz2.compress("".join(lines).encode()))
     return dump
+
+
+# -- Chinese: a dump, user lists, a character-format gold set and a tokenizer that knows their characters
+CITIES_ZH = ["北京", "上海", "广州", "深圳", "杭州", "南京", "成都", "西安"]
+PEOPLE_ZH = ["张伟", "李娜", "王芳", "刘洋", "陈静"]
+
+
+def chinese_page_text(i):
+    """The wikitext of page i of `write_chinese_dump`: piped links into a redirect ([[北京市|北京]]),
+    plain links, a link followed by CJK text (no link trail), a template, a ref, 。！？ and Latin/digits."""
+    city, person = CITIES_ZH[i % len(CITIES_ZH)], PEOPLE_ZH[i % len(PEOPLE_ZH)]
+    other_person, other_city = PEOPLE_ZH[(i + 1) % len(PEOPLE_ZH)], CITIES_ZH[(i + 3) % len(CITIES_ZH)]
+    return (
+        f"{{{{Infobox person|name={person}|born={{{{birth date|1900|1|1}}}}}}}}\n"
+        f"'''课题{i}'''是[[{person}]]在[[{city}市|{city}]]长期研究的一个重要课题。<ref>来源。</ref>"
+        f"它最早于{1800 + i}年由[[{city}大学]]的几位学者在Python 3课程中描述！\n\n"
+        f"那么[[{other_city}]]的学校至今仍在讲授它吗？据{PEOPLE_ZH[(i + 2) % len(PEOPLE_ZH)]}介绍，"
+        f"后来[[{other_person}]]把这个课题带到了[[{other_city}]]市，这门课在Paris也很受欢迎。\n"
+    )
+
+
+def write_chinese_dump(path, n_pages=30):
+    """A small Chinese MediaWiki export (the form of `write_dump`): articles and the redirects
+    `<city>市` -> `<city>`, so that `[[北京市|北京]]` links to the page 北京."""
+    pages = [
+        PAGE_TEMPLATE.format(
+            title=f"课题{i}", page_id=100 + i, rev=1000 + i, text=escape(chinese_page_text(i))
+        )
+        for i in range(n_pages)
+    ]
+    redirects = [
+        f"  <page>\n    <title>{city}市</title>\n    <ns>0</ns>\n    <id>{50 + k}</id>\n"
+        f'    <redirect title="{city}" />\n    <revision>\n      <id>{500 + k}</id>\n'
+        f'      <text xml:space="preserve">#重定向 [[{city}]]</text>\n    </revision>\n  </page>\n'
+        for k, city in enumerate(CITIES_ZH)
+    ]
+    xml = (
+        '<mediawiki xmlns="http://www.mediawiki.org/xml/export-0.10/" version="0.10" xml:lang="zh">\n'
+        + "".join(redirects)
+        + "".join(pages)
+        + "</mediawiki>\n"
+    )
+    path.write_text(xml, encoding="utf-8")
+    return path
+
+
+def chinese_user_lists(folder):
+    """`PER.txt` with three of the five people (张伟, 李娜, 王芳), `LOC.txt` with the cities and Paris."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "PER.txt").write_text("# 人名\n" + "\n".join(PEOPLE_ZH[:3]) + "\n", encoding="utf-8")
+    (folder / "LOC.txt").write_text("\n".join(CITIES_ZH + ["Paris"]) + "\n", encoding="utf-8")
+    return folder
+
+
+def chinese_gold_sentences(n, offset=0):
+    """`n` sentences as (characters, BIO tags): a person, a city and an unlabelled filler each."""
+    sentences = []
+    for k in range(offset, offset + n):
+        person, city = PEOPLE_ZH[k % len(PEOPLE_ZH)], CITIES_ZH[(k * 3) % len(CITIES_ZH)]
+        chars, tags = [], []
+        for piece, kind in ((person, "PER"), ("在", None), (city, "LOC"), (f"工作了{k % 9 + 1}年。", None)):
+            for j, char in enumerate(piece):
+                chars.append(char)
+                tags.append("O" if kind is None else ("B-" if j == 0 else "I-") + kind)
+        sentences.append((chars, tags))
+    return sentences
+
+
+def write_chinese_gold(path, sentences):
+    """The character format: one character and its tag a line, a blank line between sentences."""
+    blocks = ["".join(f"{c}\t{t}\n" for c, t in zip(chars, tags)) for chars, tags in sentences]
+    path.write_text("\n".join(blocks), encoding="utf-8")
+    return path
+
+
+def cjk_tokenizer(folder, texts):
+    """MiniLM's tokenizer with every CJK character of `texts` added to its vocabulary, saved in
+    `folder`: BERT's pre-tokenizer splits CJK text into characters, each now a token of its own."""
+    import json
+    import shutil
+    import unicodedata
+
+    from cofee.models.encoder import packaged_minilm_path
+
+    source = packaged_minilm_path()
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in ("tokenizer_config.json", "special_tokens_map.json", "config.json"):
+        shutil.copy(source / name, folder / name)
+    spec = json.loads((source / "tokenizer.json").read_text(encoding="utf-8"))
+    vocab = spec["model"]["vocab"]
+    assert spec["normalizer"]["handle_chinese_chars"], "BERT's normaliser must split CJK characters"
+    extra = sorted({c for text in texts for c in text if unicodedata.category(c) == "Lo" and c not in vocab})
+    for char in extra:
+        vocab[char] = len(vocab)
+    (folder / "tokenizer.json").write_text(json.dumps(spec, ensure_ascii=False), encoding="utf-8")
+    words = sorted(vocab, key=vocab.__getitem__)
+    (folder / "vocab.txt").write_text("\n".join(words) + "\n", encoding="utf-8")
+    return folder

@@ -1,7 +1,8 @@
 """Character spans -> sub-word tokens: first sub-token labels, windows for long sentences.
 
 Words are the tokenizer's pre-tokenized words (`word_ids()`), so "Paris's" is `paris ' s` and a span
-covers every word it overlaps. Each word is labelled on its first sub-token; other sub-tokens and the
+covers every word it overlaps. A BERT tokenizer with `tokenize_chinese_chars` makes each CJK character a
+word of its own (runs of Latin letters or digits stay one word), so Chinese spans map character by character. Each word is labelled on its first sub-token; other sub-tokens and the
 special tokens get -100. A sentence longer than the encoder's limit becomes several windows cut at word
 boundaries, never inside a span when that can be avoided; nothing is silently cut.
 """

@@ -8,7 +8,10 @@ How a text is matched (one C-level automaton pass, Python work only per hit):
   matches between non-word characters: "Paris" is found in "Paris, Texas" and "(Paris)" but not in
   "Parisian"; "São Paulo" and "Zürich" are whole words like any other (letters are letters in any
   script). A side of an entry that is a CJK character gets no pad: CJK text has no spaces, so such
-  entries match anywhere. One consequence: "Guinea-Bissau" also matches "Guinea Bissau" and "AT&T"
+  entries match anywhere ("北京" inside "北京大学"). Between a CJK character and a letter or digit of
+  another script there is a boundary too, in the text and in the entries alike ("Paris" is found in
+  "在Paris工作", "A股" in "买A股" but not in "买ZA股"): a space is put there before matching, in a text
+  that holds a CJK character only, and the hits are mapped back to the text's own offsets. One consequence: "Guinea-Bissau" also matches "Guinea Bissau" and "AT&T"
   matches "AT T" (harmless). Entries match with single separators only ("New  York" with two spaces
   is not "New York"); text is expected in NFC, as the gazetteer is.
 * Case (``match.case``): ``sensitive``: exact; ``insensitive``: both sides lower-cased (per character,
@@ -55,9 +58,37 @@ PARTICLES = frozenset(
 )
 
 
+_CJK_RANGES = "\u2e80-\u9fff\uac00-\ud7af\uf900-\ufaff\U00020000-\U0002fa1f"
+_CJK_RE = re.compile(f"[{_CJK_RANGES}]")
+# Where a CJK character meets a non-CJK word character (in boundary-mapped text, where every
+# non-word character is already a space): a word boundary for the entries of other scripts.
+_CJK_EDGE_RE = re.compile(
+    f"(?<=[{_CJK_RANGES}])(?=[^ {_CJK_RANGES}])|(?<=[^ {_CJK_RANGES}])(?=[{_CJK_RANGES}])"
+)
+
+
 def _is_cjk(char: str) -> bool:
-    o = ord(char)
-    return 0x2E80 <= o <= 0x9FFF or 0xAC00 <= o <= 0xD7AF or 0xF900 <= o <= 0xFAFF or 0x20000 <= o <= 0x2FA1F
+    return _CJK_RE.match(char) is not None
+
+
+def _space_cjk_edges(mapped: str) -> tuple[str, list[int] | None]:
+    """``mapped`` with a space at each CJK / other-script edge, and the offset in ``mapped`` of each
+    character of the result (None when there is no edge: the text is returned as it is)."""
+    if mapped.isascii() or not _CJK_RE.search(mapped):  # isascii is O(1): most English text stops here
+        return mapped, None
+    cuts = [m.start() for m in _CJK_EDGE_RE.finditer(mapped)]
+    if not cuts:
+        return mapped, None
+    pieces: list[str] = []
+    offsets: list[int] = []
+    last = 0
+    for cut in cuts:
+        pieces += (mapped[last:cut], " ")
+        offsets += range(last, cut + 1)  # the inserted space takes the offset of the character after it
+        last = cut
+    pieces.append(mapped[last:])
+    offsets += range(last, len(mapped))
+    return "".join(pieces), offsets
 
 
 class _BoundaryTable(dict):
@@ -108,6 +139,7 @@ def _key(surface: str, lower: bool) -> str | None:
     mapped = boundary_map(surface, lower)
     if not mapped.strip():
         return None
+    mapped, _ = _space_cjk_edges(mapped)
     return ("" if _is_cjk(mapped[0]) else " ") + mapped + ("" if _is_cjk(mapped[-1]) else " ")
 
 
@@ -147,9 +179,10 @@ def _name_tail_re() -> re.Pattern[str]:
     if _NAME_TAIL_RE is None:
         upper = _char_class(lambda c: c.isupper() or unicodedata.category(c) == "Lt")
         lower = _char_class(lambda c: c.islower() or unicodedata.category(c) == "Mn")
-        token = rf"[{upper}](?:[{lower}]+|['’](?=[{upper}]))(?:['’-]?[{upper}][{lower}]+)*(?!\w)"
-        initial = rf"[{upper}]\.(?!\w)"
-        particle = r"(?:" + "|".join(sorted(PARTICLES, key=len, reverse=True)) + r")(?!\w)"
+        end = rf"(?![^\W{_CJK_RANGES}])"  # no word character after it, except a CJK one ("John Smith说")
+        token = rf"[{upper}](?:[{lower}]+|['’](?=[{upper}]))(?:['’-]?[{upper}][{lower}]+)*{end}"
+        initial = rf"[{upper}]\.{end}"
+        particle = r"(?:" + "|".join(sorted(PARTICLES, key=len, reverse=True)) + r")" + end
         _NAME_TAIL_RE = re.compile(rf"(?:[ \u00a0](?:{token}|{initial}|{particle}))+")
     return _NAME_TAIL_RE
 
@@ -220,13 +253,16 @@ class GazetteerMatcher:
             return []
         out = []
         names = []
-        padded = " " + boundary_map(text, self.case == "insensitive") + " "
+        mapped, offsets = _space_cjk_edges(boundary_map(text, self.case == "insensitive"))
+        padded = " " + mapped + " "
         for end, (length, lpad, rpad, kind, fine, is_entry, is_first) in self.automaton.iter(padded):
-            start = end - length + lpad
+            start, stop = end - length + lpad, end - rpad  # offsets in `mapped`, end exclusive
+            if offsets is not None:  # spaces were put at CJK edges: back to the text's offsets
+                start, stop = offsets[start], offsets[stop - 1] + 1
             if is_entry:
-                out.append((start, end - rpad, 0, kind, fine))
+                out.append((start, stop, 0, kind, fine))
             if is_first:
-                names.append((start, end - rpad))
+                names.append((start, stop))
         if names:
             out.extend(self._name_candidates(text, names))
         return out

@@ -218,6 +218,7 @@ def load_infobox_mapping(path: str | Path | None = None) -> tuple[dict[str, str 
 
 
 _QUALIFIER_RE = re.compile(r"\s*\([^()]*\)$")
+_CJK_NAME_RE = re.compile("[\u3400-\u9fff\uf900-\ufaff]")  # a template named in Chinese ("人物信息框")
 _WORD_RE = re.compile(r"[^\W\d_]+")
 
 
@@ -234,7 +235,8 @@ class WikipediaTyper:
     """Types pages by their first infobox template and collects redirects (one pass over a dump).
 
     A page's type is that of the first template on it whose name starts with "Infobox " or ends with
-    " infobox", or is a mapping key ending in "box" ("taxobox", "speciesbox"); its normalised name is
+    " infobox", or is a mapping key ending in "box" ("taxobox", "speciesbox") or written in CJK
+    characters (Chinese Wikipedia's "人物信息框", given in a user's mapping); its normalised name is
     the fine type. A page
     whose first infobox is not in the mapping stays untyped and its infobox name is counted in
     ``unmapped`` (to extend the mapping from). Redirects are resolved after the pass (chains up to 8).
@@ -247,7 +249,11 @@ class WikipediaTyper:
         self.namespaces: dict[int, str] = {}  # the dump's, for the wikitext cleaner
         self._cleaner = None
         extra = sorted(
-            (re.escape(k) for k in mapping if k.endswith("box") and not k.endswith("infobox")),
+            (
+                re.escape(k)
+                for k in mapping
+                if (k.endswith("box") and not k.endswith("infobox")) or _CJK_NAME_RE.search(k)
+            ),
             key=len,
             reverse=True,
         )

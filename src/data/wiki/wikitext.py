@@ -5,7 +5,8 @@ fixed series of passes, each one C-speed regex work or a linear token scan.
 
 1. Drop comments, ``<ref>`` (both forms) and the content of non-prose tags (math, gallery, ...).
 2. Drop templates ``{{...}}`` (nested), then tables ``{| ... |}`` (nested).
-3. Drop headings, list/indent markers, horizontal rules and ``__MAGIC__`` words (line level).
+3. Drop headings, list/indent markers, horizontal rules and ``__MAGIC__`` words (line level);
+   Chinese Wikipedia's language-conversion markup ``-{...}-`` becomes the text it shows.
 4. Internal links ``[[...]]``: article links become ``OPEN(i) surface CLOSE`` with two
    private-use marker characters; File/Image/Category/interlanguage links vanish (captions with
    nested links included); links into other namespaces or wikis keep their text only.
@@ -27,6 +28,9 @@ Decisions (documented here because the tests rely on them):
   collapsed, first letter upper-cased, entities unescaped. ``[[#Section|x]]`` is text, not an anchor.
 * Unpiped links show the target as written (``[[foo bar]]`` -> "foo bar", target "Foo bar").
 * A leading colon (``[[:Category:X|y]]``) makes a visible link to a non-article: text only.
+* **Conversion markup** (zhwiki): ``-{北京}-`` and ``-{R|北京}-`` -> "北京"; variant rules
+  ``-{zh-hans:计算机;zh-hant:電腦;}-`` -> the first variant, "计算机" (no conversion between simplified
+  and traditional characters is done); rules that show nothing (flags ``H``, ``T``, ``-``) vanish.
 """
 
 from __future__ import annotations
@@ -70,6 +74,10 @@ _TRAIL_RE = re.compile(_TRAIL + "+")
 # Links without brackets inside (the vast majority): one regex pass; the rest (File captions with
 # nested links, stray brackets) go through the token scanner afterwards.
 _SIMPLE_LINK_RE = re.compile(r"\[\[([^\[\]]*)\]\](" + _TRAIL + "*)")
+_CONVERSION_RE = re.compile(r"-\{([^{}]*)\}-")
+_CONVERSION_FLAGS_RE = re.compile(r"([A-Za-z;\- ]*)\|")  # "R|", "H|", "zh-hans;zh-hant|" before the text
+_VARIANT_RULE_RE = re.compile(r"(?:^|;)\s*zh(?:-[a-z]+)?\s*:([^;]*)")
+_HIDDEN_CONVERSION_FLAGS = frozenset("HT-")
 _EXTERNAL_LINK_RE = re.compile(
     r"\[(?:https?://|ftp://|//|mailto:|news:|irc://|ircs://)[^\s\]]*(?:[ \t]+([^\]\n]*))?\]",
     re.IGNORECASE,
@@ -274,6 +282,8 @@ class WikitextCleaner:
         text = _LINE_RE.sub("\n", "\n" + text)
         if "__" in text:
             text = _MAGIC_WORD_RE.sub("", text)
+        if "-{" in text:
+            text = _CONVERSION_RE.sub(_render_conversion, text)
         targets: list[str] = []
         text = self._replace_links(text, targets)
         if "[" in text:
@@ -306,6 +316,18 @@ class WikitextCleaner:
         if not targets:
             return text, []
         return _extract_markers(text, targets)
+
+
+def _render_conversion(match: re.Match[str]) -> str:
+    """The text a ``-{...}-`` shows: its content, the first variant of variant rules, or nothing."""
+    content = match.group(1)
+    flags = _CONVERSION_FLAGS_RE.match(content)
+    if flags:
+        if _HIDDEN_CONVERSION_FLAGS.intersection(flags.group(1).replace(" ", "").split(";")):
+            return ""
+        content = content[flags.end() :]
+    variants = _VARIANT_RULE_RE.findall(content)
+    return variants[0].strip() if variants else content
 
 
 def _pipe_trick(target: str) -> str:
