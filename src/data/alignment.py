@@ -1,14 +1,16 @@
 """Character spans -> sub-word tokens: first sub-token labels, windows for long sentences.
 
 Words are the tokenizer's pre-tokenized words (`word_ids()`), so "Paris's" is `paris ' s` and a span
-covers every word it overlaps. A BERT tokenizer with `tokenize_chinese_chars` makes each CJK character a
-word of its own (runs of Latin letters or digits stay one word), so Chinese spans map character by character. Each word is labelled on its first sub-token; other sub-tokens and the
-special tokens get -100. A sentence longer than the encoder's limit becomes several windows cut at word
+covers every word it overlaps. A BERT tokenizer with `tokenize_chinese_chars` makes each CJK character
+a word of its own (runs of Latin letters or digits stay one word), so Chinese spans map character by
+character. Each word is labelled on its first sub-token; other sub-tokens and the special tokens get
+-100. A sentence longer than the encoder's limit becomes several windows cut at word
 boundaries, never inside a span when that can be avoided; nothing is silently cut.
 """
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -180,10 +182,23 @@ def encode_sentences(
             if w is not None:
                 start = offsets[t][0] if word_chars[w][0] < 0 else word_chars[w][0]
                 word_chars[w] = (start, offsets[t][1])
+        word_chars = _with_trailing_marks(texts[index], word_chars)
         pieces = _pieces_by_word(encoded["input_ids"][index], word_ids, n_words)
         spans = char_spans_to_word_spans(word_chars, char_spans[index], stats)
         windows += _windows(pieces, word_chars, spans, index, scheme, label2id, specials, budget, stats)
     return windows
+
+
+def _with_trailing_marks(text: str, word_chars: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Each word's range grown over the combining marks right after it: a tokenizer that strips
+    accents gives NFD "e\u0301" the offsets of "e" alone, and a span would lose its accent."""
+    grown = []
+    for w, (start, end) in enumerate(word_chars):
+        limit = word_chars[w + 1][0] if w + 1 < len(word_chars) else len(text)
+        while start >= 0 and end < limit and unicodedata.category(text[end]).startswith("M"):
+            end += 1
+        grown.append((start, end))
+    return grown
 
 
 def encode_pretokenized(

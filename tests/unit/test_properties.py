@@ -8,7 +8,6 @@ counts keep the whole file to a few seconds.
 
 import warnings
 
-import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from seqeval.metrics import f1_score, precision_score, recall_score
@@ -53,8 +52,8 @@ def _labels(scheme, types=TYPES):
 
 # ---------------------------------------------------------------- 1. character spans -> words
 # Units that the encoder's pre-tokenizer (BERT: whitespace, punctuation, one CJK character a word)
-# keeps as exactly one word: letter runs (accented, Greek, Cyrillic, Hangul; NFC text, for NFD see
-# the xfail test below), single punctuation marks, single CJK ideographs (common ones and any of the
+# keeps as exactly one word: letter runs (accented, Greek, Cyrillic, Hangul; NFC text, and NFD in
+# the combining-mark test below), single punctuation marks, single CJK ideographs (common ones and any of the
 # basic block).
 LETTERS = list("abcdeXYZ019éüñçøßÉÜŁΩαβжЖд한국")
 LATIN_WORD = st.lists(st.sampled_from(LETTERS), min_size=1, max_size=8).map("".join)
@@ -113,13 +112,6 @@ def test_char_spans_round_trip_through_encode_sentences(tokenizer, data):
         assert tags_to_spans(_window_tags(window, BIO_NAMES), "BIO") == window.spans
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: a word's character range drops a trailing combining mark of NFD text, "
-    "because the tokenizer strips accents and its offsets skip them. Counterexample: "
-    "encode_sentences(tok, ['e\\u0301'], [[(0, 2, 'PER')]], 'BIO', ..., 512) gives word_char_spans "
-    "[(0, 1)], so the span covers 'e', not 'e\\u0301' (predict returns 'Jose' for NFD 'Jose\\u0301').",
-)
 @settings(SETTINGS, max_examples=20)
 @example(word="e\u0301")
 @given(word=st.lists(st.sampled_from([*"aeXé", "e\u0301", "a\u0308"]), min_size=1, max_size=4).map("".join))
