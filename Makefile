@@ -14,7 +14,7 @@ export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 export WANDB_MODE ?= offline
 
-.PHONY: help install test test-slow pretrain-all build-anchors build-gazetteer denoising denoising-ablation esi-repeats fet-report bench gpu-check study study-report sweep lint format clean
+.PHONY: help install test test-slow pretrain-all build-anchors build-gazetteer denoising denoising-ablation esi-repeats fet-report bench gpu-check study study-report study-esi study-quick sweep lint format clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-14s %s\n", $$1, $$2}'
@@ -80,6 +80,12 @@ study: $(STAMP)  ## the low-resource study (conf/study.yaml): results/study.csv,
 
 study-report: $(STAMP)  ## the study's table and plot from the rows in results/study.csv so far (no training)
 	$(BIN)/cofee-study report_only=true $(ARGS)
+
+study-esi: $(STAMP)  ## ESI's forgetting levers (MLM, distillation) against baseline and esi at 1% and 10% (conf/study_esi.yaml)
+	$(BIN)/cofee-study --config-name study_esi $(ARGS)
+
+study-quick: $(STAMP)  ## baseline against esi_nee_fet at 10% and 4-shot, 5 seeds (conf/study_quick.yaml): results/study_quick.csv, its own block
+	$(BIN)/cofee-study --config-name study_quick $(ARGS)
 
 sweep: $(STAMP)  ## a W&B sweep YAML run offline: make sweep SWEEP=conf/sweep/finetune.yaml COUNT=8 (sweeps/<name>/results.csv)
 	$(BIN)/cofee-sweep $(SWEEP) $(if $(COUNT),--count $(COUNT)) $(SWEEP_ARGS)

@@ -212,10 +212,21 @@ class OptimConfig:
     distill_weight: float = bounded(0.0, ge=0)
 
 
-def stage_optim() -> OptimConfig:
+@dataclass
+class StageOptimConfig(OptimConfig):
+    """`stages.<stage>.optim`: a pre-training stage's optimiser and its forgetting controls. A class of
+    its own so fine-tuning's `OptimConfig`, hashed into every study row, keeps its keys."""
+
+    # Forgetting control: weight of a masked-LM loss on a masked copy of each training batch, through a
+    # fresh MLM head tied to the input embeddings (not exported). 0 disables it and adds no parameters.
+    mlm_weight: float = bounded(0.0, ge=0)
+    mlm_probability: float = bounded(0.15, gt=0, lt=1)  # share of word tokens masked (BERT: 80/10/10)
+
+
+def stage_optim() -> StageOptimConfig:
     # A low encoder rate for every pre-training stage: faster or longer stages make the encoder forget
     # what fine-tuning needs (docs/design.md, forgetting); the fresh heads learn at 1e-3.
-    return OptimConfig(lr=1e-5, head_lr=1e-3)
+    return StageOptimConfig(lr=1e-5, head_lr=1e-3)
 
 
 # ---------------------------------------------------------------- data
@@ -399,7 +410,7 @@ class StageConfig:
     # ESI: one epoch. Longer ESI makes the encoder forget (docs/design.md, forgetting).
     max_epochs: int = bounded(1, ge=1)
     max_steps: int = bounded(-1, ge=-1)  # -1: the epochs decide
-    optim: OptimConfig = field(default_factory=stage_optim)
+    optim: StageOptimConfig = field(default_factory=stage_optim)
 
     def validate(self, prefix: str) -> None:
         """The checks that relate keys of this stage (ranges are checked for every config already)."""

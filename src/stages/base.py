@@ -1,4 +1,5 @@
-"""What every stage shares: the encoder, a span head, optimiser and schedule, metrics, logging.
+"""What every stage shares: the encoder, a span head, optimiser and schedule, metrics, logging, and
+the forgetting controls (distillation to the starting encoder, a masked-LM loss).
 
 A stage subclass only builds its head and (if needed) its loss; plumbing lives here.
 Metric keys read `<stage>/<split>/<metric>`, e.g. `esi/val/f1`.
@@ -14,9 +15,11 @@ import torch
 from torch import nn
 from transformers import PreTrainedModel, get_linear_schedule_with_warmup
 
-from cofee.config import OptimConfig
+from cofee.config import OptimConfig, StageOptimConfig
 from cofee.models.heads import SpanHead
 from cofee.models.metrics import SpanF1
+from cofee.models.mlm import MaskedLMHead, MaskingTokens, mask_tokens, masking_generator
+from cofee.utils.errors import ConfigError
 
 
 class StageModule(pl.LightningModule):
@@ -35,6 +38,12 @@ class StageModule(pl.LightningModule):
         self.reference = None
         if optim.distill_weight > 0:
             self.reference = copy.deepcopy(encoder).eval().requires_grad_(False)
+        # fine-tuning's OptimConfig has no masked-LM keys; a stage's StageOptimConfig does
+        self.mlm_head: MaskedLMHead | None = None
+        if isinstance(optim, StageOptimConfig) and optim.mlm_weight > 0:
+            self.mlm_head = MaskedLMHead(encoder.get_input_embeddings(), encoder.config)
+        self.mlm_tokens: MaskingTokens | None = None  # from the data module's tokenizer, at fit start
+        self._mlm_added = False  # whether this batch's training step added the masked-LM loss
         self.val_spans = SpanF1(typed=typed_metrics)
 
     # -- forward ------------------------------------------------------------------------------
@@ -51,18 +60,64 @@ class StageModule(pl.LightningModule):
         mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
         return ((hidden - target) ** 2 * mask).sum() / (mask.sum() * hidden.shape[-1])
 
-    # -- steps --------------------------------------------------------------------------------
-    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        hidden = self.encode(batch)
-        loss = self.head.loss(self.head(hidden), batch)
-        self.log(f"{self.stage_name}/train/task_loss", loss, prog_bar=False)
+    def mlm_loss(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        """The masked-LM loss of a second forward pass on a masked copy of the batch. The task loss
+        keeps its unmasked input: masking an entity's words would blur its tags, and the head would
+        train on inputs it never sees at evaluation. The masks are seeded by the step (the step seed
+        `StepSeedCallback` set, epoch, batch, rank), so a resumed run draws the same ones."""
+        ids, attention = batch["input_ids"], batch["attention_mask"]
+        generator = masking_generator(
+            ids.device, torch.initial_seed(), self.current_epoch, batch_idx, self.global_rank
+        )
+        masked, targets = mask_tokens(ids, attention, self.mlm_tokens, self.optim.mlm_probability, generator)
+        return self.mlm_head.loss(self.encode({"input_ids": masked, "attention_mask": attention}), targets)
+
+    def with_forgetting_controls(
+        self, loss: torch.Tensor, hidden: torch.Tensor, batch: dict, batch_idx: int
+    ) -> torch.Tensor:
+        """A training step's `loss` plus the enabled forgetting controls, each logged; a stage with its
+        own `training_step` calls this with its last hidden states."""
         if self.reference is not None:
             distill = self.distill_loss(hidden, batch)
             self.log(f"{self.stage_name}/train/distill_loss", distill)
             loss = loss + self.optim.distill_weight * distill
+        if self.mlm_head is not None:
+            mlm = self.mlm_loss(batch, batch_idx)
+            self.log(f"{self.stage_name}/train/mlm_loss", mlm)
+            loss = loss + self.optim.mlm_weight * mlm
+            self._mlm_added = True
+        return loss
+
+    # -- steps --------------------------------------------------------------------------------
+    def on_fit_start(self) -> None:
+        if self.mlm_head is None:
+            return
+        key = f"stages.{self.stage_name}.optim.mlm_weight"
+        tokenizer = getattr(self.trainer.datamodule, "tokenizer", None)
+        if tokenizer is None:
+            raise ConfigError(key, "masking needs the tokenizer, and this stage's data module has none")
+        try:
+            self.mlm_tokens = MaskingTokens.from_tokenizer(tokenizer, self.mlm_head.bias.numel())
+        except ValueError as exc:
+            raise ConfigError(key, f"{exc}; set it to 0") from None
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        hidden = self.encode(batch)
+        loss = self.head.loss(self.head(hidden), batch)
+        self.log(f"{self.stage_name}/train/task_loss", loss, prog_bar=False)
+        loss = self.with_forgetting_controls(loss, hidden, batch, batch_idx)
         self.log(f"{self.stage_name}/train/loss", loss, prog_bar=True)
         self.log(f"{self.stage_name}/train/lr", self.trainer.optimizers[0].param_groups[0]["lr"])
         return loss
+
+    def on_train_batch_end(self, outputs, batch: dict, batch_idx: int) -> None:
+        # a stage whose own training_step skips `with_forgetting_controls` would ignore the key silently
+        if self.mlm_head is not None and not self._mlm_added:
+            raise ConfigError(
+                f"stages.{self.stage_name}.optim.mlm_weight",
+                f"the {self.stage_name} stage's training step adds no masked-LM loss; set it to 0",
+            )
+        self._mlm_added = False
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         logits = self(batch)
@@ -85,11 +140,17 @@ class StageModule(pl.LightningModule):
         """The fresh parts trained at `head_lr` (a stage with a second head adds it here)."""
         return [self.head]
 
+    def fresh_modules(self) -> list[nn.Module]:
+        """Every part trained at `head_lr`: the stage's heads and the masked-LM head when it is on."""
+        return self.head_modules() + ([self.mlm_head] if self.mlm_head is not None else [])
+
     def configure_optimizers(self):
         no_decay = ("bias", "LayerNorm.weight", "layer_norm.weight", "norm.weight")
+        seen: set[int] = set()  # a tied parameter (the MLM decoder is the word embedding) goes in once
 
         def groups(module: nn.Module, lr: float) -> list[dict]:
-            named = [(n, p) for n, p in module.named_parameters() if p.requires_grad]
+            named = [(n, p) for n, p in module.named_parameters() if p.requires_grad and id(p) not in seen]
+            seen.update(id(p) for _, p in named)
             return [
                 {"params": [p for n, p in named if not n.endswith(no_decay)], "lr": lr},
                 {"params": [p for n, p in named if n.endswith(no_decay)], "lr": lr, "weight_decay": 0.0},
@@ -97,7 +158,7 @@ class StageModule(pl.LightningModule):
 
         head_lr = self.optim.head_lr or self.optim.lr
         params = groups(self.encoder, self.optim.lr)
-        for head in self.head_modules():
+        for head in self.fresh_modules():
             params += groups(head, head_lr)
         optimizer = torch.optim.AdamW(
             [g for g in params if g["params"]], lr=self.optim.lr, weight_decay=self.optim.weight_decay

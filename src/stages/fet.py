@@ -139,10 +139,7 @@ class FETModule(NEEModule):
         loss = parts["typed"] + self.lambda_cluster * parts["cluster"]
         self.log(f"{self.stage_name}/train/typed_loss", parts["typed"])
         self.log(f"{self.stage_name}/train/cluster_loss", parts["cluster"])
-        if self.reference is not None:
-            distill = self.distill_loss(parts["hidden"], batch)
-            self.log(f"{self.stage_name}/train/distill_loss", distill)
-            loss = loss + self.optim.distill_weight * distill
+        loss = self.with_forgetting_controls(loss, parts["hidden"], batch, batch_idx)
         self.log(f"{self.stage_name}/train/loss", loss, prog_bar=True)
         self.log(f"{self.stage_name}/train/lr", self.trainer.optimizers[0].param_groups[0]["lr"])
         return loss

@@ -63,3 +63,59 @@ def test_distillation_keeps_a_frozen_reference(tiny_encoder):
     }
     hidden = module.encode(batch)
     assert module.distill_loss(hidden, batch).item() == pytest.approx(0.0, abs=1e-10)
+
+
+# -- the masked-LM forgetting control ----------------------------------------------------------
+def _export_weights(export) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    head = torch.load(export / "span_head.pt", weights_only=True)
+    return {**load_file(export / "model.safetensors"), **{f"head.{k}": v for k, v in head.items()}}
+
+
+def test_masked_lm_trains_through_the_curriculum_and_stays_out_of_the_export(
+    compose_cfg, tmp_path, small_dump, tiny_encoder
+):
+    from cofee.models.export import load_export_head, load_exported_encoder
+
+    cfg = smoke_cfg(
+        compose_cfg,
+        tmp_path,
+        small_dump,
+        "stages.esi.optim.mlm_weight=1.0",
+        "trainer.limit_train_batches=4",
+        "logger=csv",
+    )
+    manifest = run_curriculum(cfg)["esi"]
+    assert manifest["global_step"] == 4 and manifest["config"]["stage"]["optim"]["mlm_weight"] == 1.0
+    assert 0 < manifest["metrics"]["esi/train/mlm_loss"] < 20  # about ln(30522) = 10.3 from a fresh head
+    export = tmp_path / "outputs" / "smoke" / "esi" / "encoder"
+    encoder, _ = load_exported_encoder(export)
+    head = load_export_head(export, encoder.config.hidden_size)
+    weights = _export_weights(export)
+    assert {k for k in weights if not k.startswith("head.")} == set(tiny_encoder.state_dict())
+    assert {k for k in weights if k.startswith("head.")} == {f"head.{k}" for k in head.state_dict()}
+    assert not any("mlm" in k or "decoder" in k for k in weights)
+
+
+def test_masked_lm_resumes_as_the_uninterrupted_run(compose_cfg, tmp_path, small_dump, monkeypatch):
+    common = ("stages.esi.optim.mlm_weight=1.0", "curriculum.checkpoint_every_n_steps=2")
+    steps = run_curriculum(smoke_cfg(compose_cfg, tmp_path, small_dump, "run_name=full", *common))["esi"]
+    assert steps["global_step"] > 3  # the stop below comes mid-epoch
+    cfg = smoke_cfg(compose_cfg, tmp_path, small_dump, "run_name=cut", *common)
+
+    def stop_at_step_3(self, batch, batch_idx):
+        if self.global_step == 3:  # last.ckpt is from step 2: step 2 runs again after the resume
+            raise RuntimeError("stopped")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(ESIModule, "on_train_batch_start", stop_at_step_3, raising=False)
+        with pytest.raises(RuntimeError, match="stopped"):
+            run_curriculum(cfg)
+    assert not (tmp_path / "outputs" / "cut" / "esi" / "encoder").exists()
+    assert run_curriculum(cfg)["esi"]["global_step"] == steps["global_step"]
+    full = _export_weights(tmp_path / "outputs" / "full" / "esi" / "encoder")
+    resumed = _export_weights(tmp_path / "outputs" / "cut" / "esi" / "encoder")
+    assert resumed.keys() == full.keys()
+    for name, tensor in full.items():
+        assert torch.equal(resumed[name], tensor), name

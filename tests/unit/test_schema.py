@@ -2,6 +2,7 @@
 file loaded by default) differs from it, must say why in a comment on its line."""
 
 import dataclasses
+import re
 from pathlib import Path
 
 import pytest
@@ -77,6 +78,17 @@ def unexplained_values(relative: str, text: str, schema: type, package: str, loa
     return found
 
 
+def root_schema(relative: str, text: str) -> type:
+    """The schema of a root config file: its own, or that of the root it extends (study_quick.yaml
+    lists `- study` first in its defaults)."""
+    if relative in ROOTS:
+        return ROOTS[relative]
+    for base in re.findall(r"^\s*-\s*(\w+)\s*$", text, flags=re.MULTILINE):
+        if f"{base}.yaml" in ROOTS:
+            return ROOTS[f"{base}.yaml"]
+    raise AssertionError(f"conf/{relative}: a root config that extends no known root")
+
+
 def conf_files():
     for path in sorted(CONF.rglob("*.yaml")):
         relative = path.relative_to(CONF).as_posix()
@@ -84,7 +96,7 @@ def conf_files():
             continue
         text = path.read_text(encoding="utf-8")
         if "/" not in relative:
-            yield relative, text, ROOTS[relative], "", True
+            yield relative, text, root_schema(relative, text), "", True
         else:
             group = relative.split("/")[0]
             package = "" if "@package _global_" in text else group
