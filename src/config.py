@@ -735,6 +735,24 @@ class StudyConfig(GoldRunConfig):
     )  # fine-tunings at once, each in its own process with cores / workers threads
     # reference variant -> the variants the report pairs with it, same seed and subset (empty: all others)
     paired_with: dict[str, list[str]] = field(default_factory=lambda: {"baseline": []})
+    # the `<!-- block:begin -->`/`end` block of `readme` the report rewrites: one block per study
+    block: str = "study"
+    # the seeds of the gold splits the grid runs on, each split in its own folder: data.split_seed's in
+    # data.split_dir, any other seed k in <data.split_dir>-seed<k> (rows carry it in their `split` column)
+    split_seeds: list[int] = field(default_factory=lambda: [0])
+
+    def validate(self) -> None:
+        """The checks relating the study's keys (`cofee.experiments.study` calls it before any work)."""
+        if not self.block or not self.block.replace("-", "").replace("_", "").isalnum():
+            raise ConfigError("block", f"a marker name is letters, digits, '-' or '_', got {self.block!r}")
+        if not self.split_seeds or len(set(self.split_seeds)) != len(self.split_seeds):
+            raise ConfigError("split_seeds", f"name each split seed once, got {self.split_seeds}")
+        given = self.data.train_file or self.data.dev_file or self.data.test_file
+        if given and self.split_seeds != [self.data.split_seed]:
+            raise ConfigError(
+                "split_seeds",
+                "data.train_file/dev_file/test_file are one fixed split: leave split_seeds as it is",
+            )
 
 
 class Report(Choice):

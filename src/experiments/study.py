@@ -1,7 +1,8 @@
 """The low-resource study: variants x training budgets x seeds, fine-tuned and scored on test.
 
 Rows are appended to a CSV as each run ends (atomic rewrite), and a rerun skips rows already there
-with the same settings, so an interrupted study resumes where it stopped.
+with the same settings, so an interrupted study resumes where it stopped. With several `split_seeds`
+the grid runs on each seeded split of the gold data, and rows are paired only within a split.
 """
 
 from __future__ import annotations
@@ -9,14 +10,15 @@ from __future__ import annotations
 import csv
 import io
 import logging
+import re
 import statistics
 from collections import defaultdict
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 from cofee.config import StudyConfig, to_plain
 from cofee.utils.errors import ConfigError, InputFileError
-from cofee.utils.io import atomic_write_text, replace_marked_block, stable_hash
+from cofee.utils.io import atomic_write_text, check_marked_block, replace_marked_block, stable_hash
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +39,12 @@ class StudyRow:
     untyped_f1: float
     best_step: int
     seconds: float
-    settings: str  # hash of everything the row depends on
+    settings: str  # hash of everything the row depends on (the split's seed and folder included)
+    split: int = 0  # the seed of the gold split; last, so files written before it read as split 0
+
+
+COLUMNS = [f.name for f in fields(StudyRow)]
+LEGACY_COLUMNS = COLUMNS[:-1]  # results files written before `split_seeds`: every row on split 0
 
 
 def variant_settings(study: StudyConfig, variant: str) -> str:
@@ -53,22 +60,71 @@ def variant_settings(study: StudyConfig, variant: str) -> str:
 
 
 def current_rows(study: StudyConfig, rows: list[StudyRow]) -> list[StudyRow]:
-    """The rows of the study's variants, seeds and budgets at its current settings, in the config's variant
-    order (a results file may also hold rows of earlier settings, which must not be averaged in, or of
-    seeds beyond those a report is asked for, e.g. `seeds=[1,2,3]` while seed 4 is half done)."""
-    settings = {v: variant_settings(study, v) for v in study.variants}
+    """The rows of the study's variants, seeds, budgets and splits at its current settings, in the
+    config's variant order (a results file may also hold rows of earlier settings, which must not be
+    averaged in, or of seeds beyond those a report is asked for, e.g. `seeds=[1,2,3]` while seed 4 is
+    half done)."""
+    settings = {}
+    for split in study.split_seeds:
+        on = on_split(study, split)
+        settings |= {(split, v): variant_settings(on, v) for v in on.variants}
     budgets, seeds = set(study_budgets(study)), set(study.seeds)
     order = {v: i for i, v in enumerate(study.variants)}  # tables and plot list variants as the config does
     kept = (
         r
         for r in rows
-        if settings.get(r.variant) == r.settings and (r.protocol, r.budget) in budgets and r.seed in seeds
+        if settings.get((r.split, r.variant)) == r.settings
+        and (r.protocol, r.budget) in budgets
+        and r.seed in seeds
     )
     return sorted(kept, key=lambda r: order[r.variant])
 
 
 def study_budgets(study: StudyConfig) -> list[tuple[str, float]]:
     return [("fraction", float(f)) for f in study.fractions] + [("kshot", float(k)) for k in study.kshots]
+
+
+def split_folder(study: StudyConfig, split: int) -> str:
+    """Where the gold split of seed `split` lives: data.split_dir for data.split_seed (the split every
+    earlier study ran on stays where it is), `<data.split_dir>-seed<split>` for any other seed (a folder
+    holding another split is refused, so each seed needs its own)."""
+    data = study.data
+    return data.split_dir if split == data.split_seed else f"{data.split_dir}-seed{split}"
+
+
+def on_split(study: StudyConfig, split: int) -> StudyConfig:
+    """The study on the gold split of seed `split`. On data.split_seed it is the study itself, so its
+    rows keep the settings hash of a study run before `split_seeds`. On another split its data section
+    names that split, and a variant whose pre-training reads the split (the in-domain text
+    `${data.split_dir}/train.txt`) is moved to that split's text, with its own run folder and labelled
+    corpus (`-seed<split>`); the other variants' pre-training does not depend on the split and is shared."""
+    if split == study.data.split_seed:
+        return study
+    folder = split_folder(study, split)
+    variants = {
+        name: _variant_on_split(study, name, overrides, folder, f"-seed{split}")
+        for name, overrides in study.variants.items()
+    }
+    return replace(study, data=replace(study.data, split_seed=split, split_dir=folder), variants=variants)
+
+
+def _variant_on_split(
+    study: StudyConfig, name: str, overrides: list[str] | None, folder: str, suffix: str
+) -> list[str] | None:
+    if overrides is None:
+        return None
+    # the resolved split folder, as a whole path component (not the prefix of a longer name)
+    base = re.compile(re.escape(study.data.split_dir) + r"(?=/|$)")
+    moved = [base.sub(lambda _: folder, o) for o in overrides]
+    if moved == overrides:
+        return overrides
+    labelled = variant_root(study, name, overrides).data.gazetteer.labelled_dir
+    kept = [o for o in moved if not _is_run_name(o) and not _is_key(o, "data.gazetteer.labelled_dir")]
+    return [
+        f"run_name={variant_run_name(study, name, overrides)}{suffix}",
+        *kept,
+        f"data.gazetteer.labelled_dir={labelled}{suffix}",  # labelling its text must not rebuild another's
+    ]
 
 
 def merge_results(path: Path, others: list[Path]) -> int:
@@ -90,21 +146,21 @@ def merge_results(path: Path, others: list[Path]) -> int:
     return added
 
 
-def run_key(variant: str, protocol: str, budget: float, seed: int, settings: str) -> tuple:
+def run_key(variant: str, protocol: str, budget: float, seed: int, settings: str, split: int = 0) -> tuple:
     """What makes a fine-tuning the same run: a rerun skips a row with this key."""
-    return (variant, protocol, budget, seed, settings)
+    return (variant, protocol, budget, seed, split, settings)
 
 
 def _key(row: StudyRow) -> tuple:
-    return run_key(row.variant, row.protocol, row.budget, row.seed, row.settings)
+    return run_key(row.variant, row.protocol, row.budget, row.seed, row.settings, row.split)
 
 
 def read_rows(path: Path) -> list[StudyRow]:
     """The rows of a results CSV; a wrong header, a short (truncated) or long row, or a value of the
-    wrong type is an `InputFileError` naming the file and line."""
+    wrong type is an `InputFileError` naming the file and line. A file without the `split` column (written
+    before `split_seeds`) reads as split 0."""
     if not path.is_file():
         return []
-    names = [f.name for f in fields(StudyRow)]
     types = {f.name: f.type for f in fields(StudyRow)}
     cast = {"int": int, "float": float, "str": str}
     rows = []
@@ -114,8 +170,11 @@ def read_rows(path: Path) -> list[StudyRow]:
             header = next(reader, None)
             if header is None:
                 return []
-            if header != names:
-                raise InputFileError(path, f"header is not the study's columns ({', '.join(names)})", line=1)
+            if header not in (COLUMNS, LEGACY_COLUMNS):
+                raise InputFileError(
+                    path, f"header is not the study's columns ({', '.join(COLUMNS)})", line=1
+                )
+            names = header
             for record in reader:
                 line = reader.line_num
                 if not record:
@@ -142,7 +201,7 @@ def read_rows(path: Path) -> list[StudyRow]:
 
 def write_rows(path: Path, rows: list[StudyRow]) -> None:
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=[f.name for f in fields(StudyRow)], lineterminator="\n")
+    writer = csv.DictWriter(buffer, fieldnames=COLUMNS, lineterminator="\n")
     writer.writeheader()
     writer.writerows(asdict(r) for r in rows)
     atomic_write_text(path, buffer.getvalue())
@@ -157,7 +216,11 @@ def variant_run_name(study: StudyConfig, name: str, overrides: list[str]) -> str
 
 
 def _is_run_name(override: str) -> bool:
-    return override.split("=", 1)[0].lstrip("+") == "run_name"
+    return _is_key(override, "run_name")
+
+
+def _is_key(override: str, key: str) -> bool:
+    return override.split("=", 1)[0].lstrip("+") == key
 
 
 def variant_root(study: StudyConfig, name: str, overrides: list[str]):
@@ -206,15 +269,17 @@ class FinetuneJob:
     seed: int
     encoder: Path | None
     settings: str
+    split: int = 0  # the seed of the gold split it trains and scores on
 
 
-def run_job(splits, study: StudyConfig, job: FinetuneJob, trainer_kwargs: dict | None) -> StudyRow:
-    """Fine-tune one variant on one budget and seed and score it on test: one row of the study."""
+def run_job(splits: dict, study: StudyConfig, job: FinetuneJob, trainer_kwargs: dict | None) -> StudyRow:
+    """Fine-tune one variant on one budget and seed and score it on test: one row of the study.
+    `splits`: split seed -> its `GoldSplits`."""
     from cofee.pipeline.finetune import finetune
 
     kwargs = {"fraction": job.budget} if job.protocol == "fraction" else {"kshot": int(job.budget)}
     result = finetune(
-        splits,
+        splits[job.split],
         study.finetune,
         job.encoder,
         study.model,
@@ -239,43 +304,51 @@ def run_job(splits, study: StudyConfig, job: FinetuneJob, trainer_kwargs: dict |
         result.best_step,
         result.seconds,
         job.settings,
+        job.split,
     )
 
 
 def run_study(study: StudyConfig, trainer_kwargs: dict | None = None) -> list[StudyRow]:
-    """Pre-train every variant first, then fine-tune seed by seed (each seed over every budget and
-    variant), so that a study stopped early still holds paired rows for every variant. With
-    `workers` > 1 the fine-tunings run in that many processes at once."""
+    """Pre-train every variant first (on every split, for those whose pre-training reads it), then
+    fine-tune seed by seed (each seed over every split, budget and variant), so that a study stopped
+    early still holds paired rows for every variant. With `workers` > 1 the fine-tunings run in that
+    many processes at once."""
     from cofee.data_modules.gold_ner import splits_from_config
 
-    splits = splits_from_config(study.data, study.finetune.scheme)  # also writes train.txt (in-domain text)
+    study.validate()
     results = Path(study.results)
     rows = read_rows(results)
     done = {_key(r) for r in rows}
     budgets = study_budgets(study)
-    variants = {k: v for k, v in study.variants.items() if not study.only or k in study.only}
-    encoders, settings = {}, {}
-    for variant, overrides in variants.items():
-        log.info("study: pre-training variant %s", variant)
-        encoders[variant] = pretrain_variant(study, variant, overrides)
-        settings[variant] = variant_settings(study, variant)
+    variants = [name for name in study.variants if not study.only or name in study.only]
+    splits, encoders, settings = {}, {}, {}
+    for split in study.split_seeds:
+        on = on_split(study, split)
+        splits[split] = splits_from_config(on.data, on.finetune.scheme)  # also writes train.txt (in-domain)
+        for variant in variants:
+            log.info("study: pre-training variant %s (split %d)", variant, split)
+            encoders[split, variant] = pretrain_variant(on, variant, on.variants[variant])
+            settings[split, variant] = variant_settings(on, variant)
     jobs = [
-        FinetuneJob(variant, protocol, budget, seed, encoders[variant], settings[variant])
+        FinetuneJob(
+            variant, protocol, budget, seed, encoders[split, variant], settings[split, variant], split
+        )
         for seed in study.seeds
+        for split in study.split_seeds
         for protocol, budget in budgets
         for variant in variants
-        if run_key(variant, protocol, budget, seed, settings[variant]) not in done
+        if run_key(variant, protocol, budget, seed, settings[split, variant], split) not in done
     ]
     log.info("study: %d fine-tunings to run (%d rows already in %s)", len(jobs), len(rows), results)
     for count, row in enumerate(_run_jobs(splits, study, jobs, trainer_kwargs), 1):
         rows.append(row)
         write_rows(results, rows)  # as each row ends: a stopped study keeps every finished row
-        where = f"{row.variant} {row.protocol}={row.budget:g} seed {row.seed}"
+        where = f"{row.variant} {row.protocol}={row.budget:g} seed {row.seed} split {row.split}"
         log.info("study [%d/%d] %s: test F1 %.3f (%.0f s)", count, len(jobs), where, row.test_f1, row.seconds)
     return rows
 
 
-def _run_jobs(splits, study: StudyConfig, jobs: list[FinetuneJob], trainer_kwargs: dict | None):
+def _run_jobs(splits: dict, study: StudyConfig, jobs: list[FinetuneJob], trainer_kwargs: dict | None):
     """Yield the jobs' rows as they finish: in this process, or in `study.workers` spawned processes
     that split the CPU cores between them (`make bench`: study_workers measures the gain)."""
     if study.workers <= 1 or len(jobs) <= 1:
@@ -332,14 +405,23 @@ def summarize(rows: list[StudyRow]) -> dict[tuple[str, str, float], dict]:
     }
 
 
+PROTOCOLS = ("fraction", "kshot")  # the order of table columns and of the plot's rows of panels
+LINE_STYLES = ("-", "--", ":", "-.")  # one per split in the plot
+
+
+def _budgets(rows: list[StudyRow]) -> list[tuple[str, float]]:
+    return sorted({(r.protocol, r.budget) for r in rows}, key=lambda x: (PROTOCOLS.index(x[0]), x[1]))
+
+
+def _budget_label(protocol: str, budget: float) -> str:
+    return f"{budget:g} of train" if protocol == "fraction" else f"{int(budget)}-shot"
+
+
 def markdown_table(rows: list[StudyRow]) -> str:
     summary = summarize(rows)
     variants = list(dict.fromkeys(r.variant for r in rows))
-    budgets = sorted({(p, b) for _, p, b in summary}, key=lambda x: (x[0] != "fraction", x[1]))
-    label = {("fraction", b): f"{b:g} of train" for _, _, b in summary} | {
-        ("kshot", b): f"{int(b)}-shot" for _, _, b in summary
-    }
-    head = "| variant | " + " | ".join(label[b] for b in budgets) + " |"
+    budgets = _budgets(rows)
+    head = "| variant | " + " | ".join(_budget_label(*b) for b in budgets) + " |"
     lines = [head, "|---" * (len(budgets) + 1) + "|"]
     for v in variants:
         cells = []
@@ -353,12 +435,14 @@ def markdown_table(rows: list[StudyRow]) -> str:
 
 
 def paired_differences(rows: list[StudyRow], reference: str) -> dict[tuple[str, str, float], list[float]]:
-    """(variant, protocol, budget) -> the (variant - reference) test F1 of each seed run by both."""
-    by_key = {(r.variant, r.protocol, r.budget, r.seed): r.test_f1 for r in rows}
+    """(variant, protocol, budget) -> the (variant - reference) test F1 of each seed run by both on the
+    same split (a pair across splits would compare different test sets)."""
+    by_key = {(r.variant, r.protocol, r.budget, r.seed, r.split): r.test_f1 for r in rows}
     diffs = defaultdict(list)
-    for (variant, protocol, budget, seed), f1 in by_key.items():
-        if variant != reference and (reference, protocol, budget, seed) in by_key:
-            diffs[(variant, protocol, budget)].append(f1 - by_key[(reference, protocol, budget, seed)])
+    for (variant, protocol, budget, seed, split), f1 in by_key.items():
+        twin = (reference, protocol, budget, seed, split)
+        if variant != reference and twin in by_key:
+            diffs[(variant, protocol, budget)].append(f1 - by_key[twin])
     return diffs
 
 
@@ -367,13 +451,9 @@ def paired_table(rows: list[StudyRow], reference: str = "baseline", compared: li
     seed means the same training subset and order, so seed-to-seed noise largely cancels. One line per
     variant in `compared` (default: every other variant of the rows)."""
     differences = paired_differences(rows, reference)
-    budgets = sorted({(r.protocol, r.budget) for r in rows}, key=lambda x: (x[0] != "fraction", x[1]))
+    budgets = _budgets(rows)
     lines = [
-        "| variant - "
-        + reference
-        + " | "
-        + " | ".join(f"{b:g} of train" if p == "fraction" else f"{int(b)}-shot" for p, b in budgets)
-        + " |",
+        f"| variant - {reference} | " + " | ".join(_budget_label(*b) for b in budgets) + " |",
         "|---" * (len(budgets) + 1) + "|",
     ]
     for variant in compared or dict.fromkeys(r.variant for r in rows):
@@ -391,70 +471,208 @@ def paired_table(rows: list[StudyRow], reference: str = "baseline", compared: li
     return "\n".join(lines)
 
 
+def paired_references(study: StudyConfig, rows: list[StudyRow]) -> list[tuple[str, list[str]]]:
+    """The `paired_with` references that have rows, each with the variants compared with it. A variant
+    this study does not train (`only`) and has no rows of is left out rather than shown as '–'."""
+    present = list(dict.fromkeys(r.variant for r in rows))
+    pairs = []
+    for reference, compared in study.paired_with.items():
+        if reference not in present:
+            continue
+        shown = [v for v in compared or present if v != reference]
+        shown = [v for v in shown if v in present or not study.only or v in study.only]
+        if shown:
+            pairs.append((reference, shown))
+    return pairs
+
+
 def paired_tables(study: StudyConfig, rows: list[StudyRow]) -> str:
     """The `paired_with` tables of a study report, for the references that have rows."""
-    present = {r.variant for r in rows}
     return "".join(
         f"\n\nPaired with {reference} (same seed, same subset):\n\n" + paired_table(rows, reference, compared)
-        for reference, compared in study.paired_with.items()
-        if reference in present
+        for reference, compared in paired_references(study, rows)
     )
 
 
-def write_plot(rows: list[StudyRow], path: Path, reference: str = "baseline") -> None:
-    """F1 against the training share, one line per variant with the seed spread shaded; beside it,
-    when the reference has rows, each variant's paired gain over it (seed noise largely cancels)."""
+def across_splits_table(rows: list[StudyRow], reference: str, compared: list[str], splits: list[int]) -> str:
+    """Per cell, the mean paired gain over `reference` on each split (in `splits` order, '–' where a
+    split has no pair yet), then the seeds and the splits it is up on: a gain up on every split does
+    not hang on one split of the data."""
+    per_split = [paired_differences([r for r in rows if r.split == s], reference) for s in splits]
+    budgets = _budgets(rows)
+    lines = [
+        f"| variant - {reference} | " + " | ".join(_budget_label(*b) for b in budgets) + " |",
+        "|---" * (len(budgets) + 1) + "|",
+    ]
+    for variant in compared:
+        cells = []
+        for p, b in budgets:
+            found = [differences.get((variant, p, b), []) for differences in per_split]
+            run = [diffs for diffs in found if diffs]
+            if not run:
+                cells.append("–")
+                continue
+            means = " / ".join(f"{statistics.fmean(d):+.3f}" if d else "–" for d in found)
+            up = sum(d > 0 for diffs in run for d in diffs)
+            total = sum(len(diffs) for diffs in run)
+            splits_up = sum(statistics.fmean(diffs) > 0 for diffs in run)
+            cells.append(f"{means} ({up}/{total} seeds up; up on {splits_up}/{len(run)} splits)")
+        lines.append(f"| {variant} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def report_tables(study: StudyConfig, rows: list[StudyRow]) -> str:
+    """The report: test F1 per variant and budget, then the `paired_with` tables. A study of the split
+    in data.split_dir alone reads as it did before `split_seeds`; otherwise one section per split, then
+    each reference's paired gain on every split side by side."""
+    if study.split_seeds == [study.data.split_seed]:
+        return markdown_table(rows) + paired_tables(study, rows)
+    splits = [s for s in study.split_seeds if any(r.split == s for r in rows)]
+    sections = []
+    for split in splits:
+        part = [r for r in rows if r.split == split]
+        where = f"Split {split} (`{split_folder(study, split)}`):\n\n"
+        sections.append(where + markdown_table(part) + paired_tables(study, part))
+    if len(splits) > 1:
+        names = " / ".join(f"split {s}" for s in splits)
+        sections += [
+            f"Paired with {reference} on every split (mean gain on {names}):\n\n"
+            + across_splits_table(rows, reference, compared, splits)
+            for reference, compared in paired_references(study, rows)
+        ]
+    return "\n\n".join(sections)
+
+
+def report_settings(study: StudyConfig) -> str:
+    """The line above the report's tables: how the rows were made."""
+    ft = study.finetune
+    settings = (
+        f"Settings: seeds {study.seeds}, fine-tuning {ft.max_steps} steps, batch {ft.batch_size}, "
+        f"lr {ft.optim.lr:g} (head {ft.optim.head_lr:g}), warm-up {ft.optim.warmup_ratio:g}, dev-selected every "
+        f"{ft.val_every_steps} steps; test F1 (seqeval strict) mean ± std over the seeds run so far (n per cell). Rows: `{study.results}`."
+    )
+    if study.split_seeds != [study.data.split_seed]:
+        settings += f" Gold splits: seeds {study.split_seeds}; seeds are paired within a split only."
+    return settings
+
+
+def write_plot(rows: list[StudyRow], path: Path, reference: str = "baseline") -> list[str]:
+    """Test F1 against the budget, one line per variant with the seed spread shaded; beside it, when the
+    reference has rows, each variant's paired gain over it (seed noise largely cancels). One row of
+    panels per protocol run: the share of the training split, then k mentions per type. Each split has
+    its own line style. Returns the panels' titles, row by row."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = [r for r in rows if r.protocol == "fraction"]
+    protocols = [p for p in PROTOCOLS if any(r.protocol == p for r in rows)]
     variants = list(dict.fromkeys(r.variant for r in rows))
-    colors = {v: f"C{i % 10}" for i, v in enumerate(variants)}  # the same colour in both panels
+    colors = {v: f"C{i % 10}" for i, v in enumerate(variants)}  # the same colour in every panel
+    splits = sorted({r.split for r in rows})
+    styles = {split: LINE_STYLES[i % len(LINE_STYLES)] for i, split in enumerate(splits)}
     paired = reference in variants and len(variants) > 1
-    fig, axes = plt.subplots(1, 2 if paired else 1, figsize=(12.8 if paired else 6.4, 4.4), squeeze=False)
-    summary = {key: (s["mean"], s["std"]) for key, s in summarize(rows).items()}
-    _plot_lines(axes[0][0], summary, variants, colors)
-    axes[0][0].set_ylabel("test F1 (seqeval strict), mean ± std over seeds")
-    axes[0][0].set_title("Low-resource NER on WNUT16")
-    if paired:
-        gains = {key: mean_std(d) for key, d in paired_differences(rows, reference).items()}
-        ax = axes[0][1]
-        _plot_lines(ax, gains, [v for v in variants if v != reference], colors)
-        ax.axhline(0.0, color=colors[reference], linestyle="--", label=f"{reference} (0)")
-        ax.set_ylabel(f"test F1 - {reference}, same seed and subset (mean ± std)")
-        ax.set_title(f"Paired gain over {reference}")
-    for ax in axes[0]:
-        ax.legend(fontsize="small")
+    fig, axes = plt.subplots(
+        len(protocols),
+        2 if paired else 1,
+        figsize=(12.8 if paired else 6.4, 4.4 * len(protocols)),
+        squeeze=False,
+    )
+    for panels, protocol in zip(axes, protocols):
+        kind = "" if protocol == "fraction" else ", k-shot"
+        own = [r for r in rows if r.protocol == protocol]
+        for split in splits:
+            part = [r for r in own if r.split == split]
+            cells = {key: (s["mean"], s["std"]) for key, s in summarize(part).items()}
+            _plot_lines(panels[0], cells, variants, colors, styles[split], labelled=split == splits[0])
+        panels[0].set_ylabel("test F1 (seqeval strict), mean ± std over seeds")
+        panels[0].set_title(f"Low-resource NER on WNUT16{kind}")
+        if paired:
+            compared = [v for v in variants if v != reference]
+            for split in splits:
+                part = [r for r in own if r.split == split]
+                gains = {key: mean_std(d) for key, d in paired_differences(part, reference).items()}
+                _plot_lines(panels[1], gains, compared, colors, styles[split], labelled=split == splits[0])
+            # dashed, unless dashes already mark a split
+            zero = {"linestyle": "--"} if len(splits) == 1 else {"linestyle": "-", "linewidth": 0.8}
+            panels[1].axhline(0.0, color=colors[reference], label=f"{reference} (0)", **zero)
+            panels[1].set_ylabel(f"test F1 - {reference}, same seed and subset (mean ± std)")
+            panels[1].set_title(f"Paired gain over {reference}{kind}")
+        for ax in panels:
+            _budget_axis(ax, protocol, sorted({r.budget for r in own}))
+            if len(splits) > 1:  # the line style of each split, once per panel
+                for split in splits:
+                    ax.plot([], [], color="0.4", linestyle=styles[split], label=f"split {split}")
+            ax.legend(fontsize="small")
+    if len(protocols) > 1:
+        fig.tight_layout()  # keeps the x labels of a row off the titles of the next
+    titles = [ax.get_title() for ax in axes.flat]
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp.png")
     fig.savefig(tmp, dpi=120, bbox_inches="tight")
     plt.close(fig)
     tmp.replace(path)
+    return titles
 
 
 def _plot_lines(
-    ax, cells: dict[tuple[str, str, float], tuple[float, float]], variants: list[str], colors
+    ax,
+    cells: dict[tuple[str, str, float], tuple[float, float]],
+    variants: list[str],
+    colors: dict[str, str],
+    style: str = "-",
+    labelled: bool = True,
 ) -> None:
-    """One line per variant through (share, mean), with mean ± spread shaded; log x at the shares run."""
+    """One line per variant through (budget, mean), with mean ± spread shaded."""
     for variant in variants:
         points = sorted((b, cell) for (v, _, b), cell in cells.items() if v == variant)
         if not points:
             continue
-        xs = [b * 100 for b, _ in points]
+        xs = [b for b, _ in points]
         mean = [m for _, (m, _) in points]
         low = [m - d for _, (m, d) in points]
         high = [m + d for _, (m, d) in points]
-        ax.plot(xs, mean, marker="o", label=variant, color=colors[variant])
+        label = variant if labelled else None
+        ax.plot(xs, mean, marker="o", label=label, color=colors[variant], linestyle=style)
         ax.fill_between(xs, low, high, alpha=0.15, color=colors[variant])
+
+
+def _budget_axis(ax, protocol: str, budgets: list[float]) -> None:
+    """Log x with a tick at each budget run (not at powers of ten)."""
     ax.set_xscale("log")
-    shares = sorted({b * 100 for (_, _, b) in cells})
-    ax.set_xticks(shares, [f"{x:g}%" for x in shares])  # the budgets run, not powers of ten
-    ax.set_xlabel("share of the gold training split")
+    if protocol == "fraction":
+        ax.set_xticks(budgets, [f"{b * 100:g}%" for b in budgets])
+        ax.set_xlabel("share of the gold training split")
+    else:
+        ax.set_xticks(budgets, [f"{b:g}" for b in budgets])
+        ax.set_xlabel("k mentions per type (k-shot sample of the training split)")
     ax.grid(True, alpha=0.3)
 
 
-def update_readme(readme: Path, table: str, settings: str) -> None:
-    """Rewrite the block between the study markers (InputFileError when they are missing)."""
-    replace_marked_block(readme, "study", f"{settings}\n\n{table}")
+def update_readme(readme: Path, table: str, settings: str, block: str = "study") -> None:
+    """Rewrite the block between the `block` markers (InputFileError when they are missing)."""
+    replace_marked_block(readme, block, f"{settings}\n\n{table}")
+
+
+def run_and_report(study: StudyConfig, trainer_kwargs: dict | None = None) -> str:
+    """What `cofee-study` does: merge, train (unless `report_only`), then write the report's tables into
+    the `block` of `readme` and the plot; returns the tables."""
+    study.validate()
+    if study.readme:
+        check_marked_block(study.readme, study.block)  # before hours of fine-tuning, not after
+    if study.merge:
+        added = merge_results(Path(study.results), [Path(p) for p in study.merge])
+        log.info("merged %d rows into %s", added, study.results)
+    if study.report_only:  # the table and plot from the rows so far (e.g. of a study still running)
+        rows = read_rows(Path(study.results))
+    else:
+        rows = run_study(study, trainer_kwargs)
+    rows = current_rows(study, rows)
+    if not rows:
+        raise ConfigError("results", f"{study.results} holds no rows of these variants at these settings yet")
+    table = report_tables(study, rows)
+    write_plot(rows, Path(study.plot))
+    if study.readme:
+        update_readme(Path(study.readme), table, report_settings(study), study.block)
+        log.info("table updated in %s (block '%s')", study.readme, study.block)
+    return table

@@ -295,7 +295,7 @@ def test_truncated_study_csv_in_study_report(tmp_path):
     from cofee.experiments.study import StudyRow
 
     names = [f.name for f in fields(StudyRow)]
-    row = "baseline,fraction,0.1,1,10,0.5,0.4,0.3,0.5,0.4,0.4,0.6,50,12.0,abc"
+    row = "baseline,fraction,0.1,1,10,0.5,0.4,0.3,0.5,0.4,0.4,0.6,50,12.0,abc,0"
     csv = tmp_path / "study.csv"
     csv.write_text(",".join(names) + "\n" + row + "\n" + row[:20] + "\n")
     plot = tmp_path / "plot.png"

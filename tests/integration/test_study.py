@@ -2,6 +2,8 @@
 production variants of conf/study.yaml, which test_config checks compose and validate."""
 
 import csv
+import re
+from dataclasses import replace
 
 import pytest
 from hydra import compose, initialize_config_module
@@ -128,7 +130,7 @@ def test_a_failing_worker_stops_new_rows_but_keeps_the_running_ones(tmp_path):
     from cofee.utils.errors import CofeeError
 
     study = _baseline_study(tmp_path, "workers=2")
-    splits = splits_from_config(study.data, study.finetune.scheme)
+    splits = {0: splits_from_config(study.data, study.finetune.scheme)}  # split seed -> its gold splits
     settings = variant_settings(study, "baseline")
     good = [FinetuneJob("baseline", "fraction", 0.02, seed, None, settings) for seed in (1, 2, 3, 4, 5)]
     broken = FinetuneJob("baseline", "fraction", 0.02, 9, tmp_path / "no-such-export", settings)
@@ -192,6 +194,7 @@ def test_variant_run_name_shares_a_run_folder_when_given():
         "reference": "study-reference",
         "control": "study-control",
         "control_b": "study-control-b",
+        "indomain": "study-indomain",
     }
 
 
@@ -213,6 +216,7 @@ def test_test_variant_sets_compose_into_valid_pretrain_configs(tmp_path):
         "reference": "study-reference",
         "control": "study-control",
         "control_b": "study-control-b",
+        "indomain": "study-indomain",
     }
     assert {name: root.paths.output_dir for name, root in roots.items()} == {
         name: f"{tmp_path}/outputs/{folder}" for name, folder in folders.items()
@@ -270,3 +274,199 @@ def test_report_only_merges_parallel_results_and_skips_rows_of_other_settings(tm
     # refused before anything is merged, trained or plotted
     assert unmarked.returncode != 0 and f"{readme}: no '<!-- study:begin -->' marker" in unmarked.stderr
     assert (tmp_path / "study.csv").read_bytes() == before
+
+
+# ------------------------------------------------------------------ report blocks, k-shot plot, splits
+def _row(variant, seed, f1, split=0, protocol="fraction", budget=0.1, settings="s"):
+    from cofee.experiments.study import StudyRow
+
+    return StudyRow(
+        variant, protocol, budget, seed, 19, 0.3, f1, 0.2, 0.4, 0.5, 0.3, 0.5, 100, 60.0, settings, split
+    )
+
+
+def test_a_study_on_two_splits_keeps_its_splits_apart(tmp_path):
+    """One baseline k-shot fine-tuning per split: each split in its own folder, rows carrying their
+    split, a rerun training nothing, and the report in the study's own block."""
+    from cofee.experiments.study import run_and_report
+
+    study = _baseline_study(
+        tmp_path, "fractions=[]", "kshots=[2]", "seeds=[1]", "split_seeds=[0,1]", f"results={tmp_path}/s.csv"
+    )
+    rows = run_study(study)
+    assert sorted((r.split, r.protocol, r.budget) for r in rows) == [(0, "kshot", 2.0), (1, "kshot", 2.0)]
+    # split 0 stays in data.split_dir; split 1 has its own folder and its own test sentences
+    tests = [(tmp_path / folder / "test.conll").read_text() for folder in ("gold", "gold-seed1")]
+    assert tests[0] != tests[1]
+    assert len({r.settings for r in rows}) == 2  # one hash per split: the split's seed and folder
+    assert read_rows(tmp_path / "s.csv") == rows and run_study(study) == rows  # a rerun trains nothing
+
+    readme = tmp_path / "README.md"
+    readme.write_text(
+        "<!-- study:begin -->\nkept\n<!-- study:end -->\n<!-- quick:begin -->\n<!-- quick:end -->\n"
+    )
+    study.block, study.report_only, study.readme = "quick", True, str(readme)
+    study.plot = str(tmp_path / "report.png")
+    table = run_and_report(study)
+    text = readme.read_text()
+    assert "<!-- study:begin -->\nkept\n<!-- study:end -->" in text  # another study's block is left alone
+    assert table in text and text.index("Split 0 (") < text.index("Split 1 (") < text.index("<!-- quick:end")
+    assert "| baseline | " in table and "2-shot" in table and "seeds [0, 1]" in text
+    assert (tmp_path / "report.png").is_file()
+
+
+def test_the_plot_adds_kshot_panels_only_when_kshot_rows_exist(tmp_path):
+    rows = [
+        _row(variant, seed, f1 + seed / 100, protocol=protocol, budget=budget)
+        for variant, f1 in (("baseline", 0.3), ("esi", 0.35))
+        for protocol, budget in (("fraction", 0.1), ("fraction", 1.0), ("kshot", 4.0))
+        for seed in (1, 2)
+    ]
+    fractions = [r for r in rows if r.protocol == "fraction"]
+    # as before k-shot rows were plotted: F1 and the paired gain, side by side
+    assert write_plot(fractions, tmp_path / "f.png") == [
+        "Low-resource NER on WNUT16",
+        "Paired gain over baseline",
+    ]
+    assert write_plot(rows, tmp_path / "k.png") == [
+        "Low-resource NER on WNUT16",
+        "Paired gain over baseline",
+        "Low-resource NER on WNUT16, k-shot",
+        "Paired gain over baseline, k-shot",
+    ]
+    two_splits = rows + [replace(r, split=1) for r in rows]
+    assert len(write_plot(two_splits, tmp_path / "s.png")) == 4  # splits differ by line style, not panel
+    fraction_height, kshot_height = (Image.open(tmp_path / name).size[1] for name in ("f.png", "k.png"))
+    assert kshot_height > 1.7 * fraction_height
+
+
+def test_a_missing_report_block_is_refused_before_any_training(tmp_path):
+    from cofee.experiments.study import run_and_report
+    from cofee.utils.errors import InputFileError
+
+    readme = tmp_path / "README.md"
+    readme.write_text("<!-- study:begin -->\n<!-- study:end -->\n")
+    study = _baseline_study(tmp_path, "block=study-quick", f"readme={readme}", f"results={tmp_path}/s.csv")
+    with pytest.raises(InputFileError, match="no '<!-- study-quick:begin -->' marker") as info:
+        run_and_report(study)
+    assert str(readme) in str(info.value) and "\n" not in str(info.value)
+    assert not (tmp_path / "s.csv").exists() and not (tmp_path / "gold").exists()  # nothing ran
+
+
+@pytest.mark.parametrize(
+    ("overrides", "key"),
+    [
+        (["block=a b"], "'block'"),
+        (["split_seeds=[0,1,0]"], "'split_seeds'"),
+        (["split_seeds=[0,1]", "data.train_file=t", "data.dev_file=d", "data.test_file=e"], "'split_seeds'"),
+    ],
+)
+def test_a_bad_block_or_split_seeds_is_a_config_error(overrides, key):
+    with pytest.raises(ConfigError, match=key):
+        _study(*overrides).validate()
+
+
+def test_pairs_form_within_a_split_only():
+    from cofee.experiments.study import paired_differences, report_tables
+
+    rows = [_row("baseline", 1, 0.30, split=0), _row("esi", 1, 0.50, split=1)]  # same seed, other split
+    assert paired_differences(rows, "baseline") == {}
+    rows += [_row("esi", 1, 0.35, split=0), _row("baseline", 1, 0.40, split=1)]
+    (key, diffs), *others = paired_differences(rows, "baseline").items()
+    assert key == ("esi", "fraction", 0.1) and not others and sorted(diffs) == pytest.approx([0.05, 0.10])
+    table = report_tables(_study("split_seeds=[0,1]", variants="trained"), rows)
+    assert "| esi | +0.050 / +0.100 (2/2 seeds up; up on 2/2 splits) |" in table
+    rows.append(_row("esi", 2, 0.20, split=1))  # no baseline of seed 2 on split 1: left unpaired
+    assert "| esi | +0.050 / +0.100 (2/2 seeds up; up on 2/2 splits) |" in report_tables(
+        _study("split_seeds=[0,1]", variants="trained"), rows
+    )
+
+
+def test_a_variant_reading_the_split_moves_with_it_and_split_0_keeps_its_settings(tmp_path):
+    from cofee.experiments.study import on_split, variant_root, variant_settings
+
+    study = _study(f"paths.root={tmp_path}", "split_seeds=[0,3]")
+    assert on_split(study, 0) is study  # split 0: the study as it was, so its rows keep their hash
+    three = on_split(study, 3)
+    assert three.data.split_dir == f"{tmp_path}/data/gold/wnut16-seed3" and three.data.split_seed == 3
+    moved = {name for name in study.variants if three.variants[name] != study.variants[name]}
+    assert moved == {"indomain"}  # the others' pre-training does not read the split: shared
+    with initialize_config_module(config_module="cofee.conf", version_base="1.3"):
+        root = variant_root(three, "indomain", three.variants["indomain"])
+    assert root.paths.output_dir == f"{tmp_path}/outputs/study-indomain-seed3"
+    assert root.data.gazetteer.raw_text == f"{tmp_path}/data/gold/wnut16-seed3/train.txt"
+    assert root.data.gazetteer.labelled_dir == f"{tmp_path}/data/labelled-indomain-seed3"
+    assert all(variant_settings(three, v) != variant_settings(study, v) for v in study.variants)
+
+
+def test_rows_without_a_split_column_read_as_split_0_and_report_as_before(tmp_path):
+    """The published rows (results/study.csv, written before `split_seeds`) keep their hash, so a resumed
+    study trains none of them again, and report exactly the published study block of docs/results.md."""
+    import shutil
+    from pathlib import Path
+
+    from cofee.experiments.study import (
+        LEGACY_COLUMNS,
+        current_rows,
+        run_and_report,
+        run_key,
+        variant_settings,
+        write_rows,
+    )
+
+    repo = Path(__file__).resolve().parents[2]
+    published = tmp_path / "study.csv"
+    shutil.copy(repo / "results" / "study.csv", published)
+    if published.read_text().splitlines()[0].split(",") != LEGACY_COLUMNS:
+        pytest.skip("results/study.csv has been rewritten with the split column since")
+    rows = read_rows(published)
+    assert rows and {r.split for r in rows} == {0}
+    with initialize_config_module(config_module="cofee.conf", version_base="1.3"):
+        study = validate_study(compose(config_name="study"))  # the production study, as published
+    assert current_rows(study, rows) == sorted(rows, key=lambda r: list(study.variants).index(r.variant))
+    # the key a resumed study looks each fine-tuning up by (split 0: the study itself) finds every row
+    settings = {v: variant_settings(study, v) for v in study.variants}
+    done = {run_key(r.variant, r.protocol, r.budget, r.seed, r.settings, r.split) for r in rows}
+    assert all(run_key(r.variant, r.protocol, r.budget, r.seed, settings[r.variant], 0) in done for r in rows)
+    block = re.compile(r"<!-- study:begin -->.*<!-- study:end -->", re.S)
+    readme = tmp_path / "results.md"
+    readme.write_text((repo / "docs" / "results.md").read_text(encoding="utf-8"), encoding="utf-8")
+    study.readme, study.results, study.report_only = str(readme), str(published), True
+    study.plot = str(tmp_path / "p.png")
+    run_and_report(study)
+    expected = block.search((repo / "docs" / "results.md").read_text(encoding="utf-8")).group(0)
+    ours = block.search(readme.read_text(encoding="utf-8")).group(0)
+    assert ours.replace(f"Rows: `{published}`", "Rows: `results/study.csv`") == expected
+    write_rows(published, rows)  # written back with the split column, the rows read the same
+    assert read_rows(published) == rows and published.read_text().startswith(
+        ",".join(LEGACY_COLUMNS) + ",split\n"
+    )
+
+
+def test_study_quick_composes_from_the_study_with_its_own_block():
+    from omegaconf import OmegaConf
+
+    from cofee.config import StudyConfig
+    from cofee.utils.io import check_marked_block
+
+    with initialize_config_module(config_module="cofee.conf", version_base="1.3"):
+        cfg = compose(config_name="study_quick")
+        full = compose(config_name="study")
+    assert OmegaConf.get_type(cfg) is StudyConfig
+    quick = validate_study(cfg)
+    quick.validate()
+    assert (quick.only, quick.fractions, quick.kshots, quick.seeds, quick.workers) == (
+        ["baseline", "esi_nee_fet"],
+        [0.1],
+        [4],
+        [1, 2, 3, 4, 5],
+        2,
+    )
+    assert (quick.results, quick.plot, quick.block) == (
+        "results/study_quick.csv",
+        "docs/study_quick.png",
+        "study-quick",
+    )
+    study = validate_study(full)
+    assert quick.variants == study.variants and quick.finetune == study.finetune  # shared, not copied
+    check_marked_block(quick.readme, quick.block)  # docs/results.md holds its block
