@@ -8,11 +8,16 @@ share of an ESI step spent waiting for data.
 - Seconds of a second setup on the built cache at SCALE x (target: under 5 s).
 - Data wait: the share of ESI training step time (MiniLM, batch 16) between the end of one batch and
   the start of the next (the loader's fetch and collation from the cache), target under 5%.
+- FET's `ClusterDataModule` (the gazetteer-labelled sample corpus, repeated the same way): peak RSS
+  of a setup on a built token cache and span-column artifact at SCALE x against 1x (target 1.5x), and
+  the seconds of that second setup at SCALE x (target under 5 s). The first setup builds the cache
+  and computes the span columns (one pass over the windows); a second one only opens them.
 - `formats`: the library comparison in docs/scaling.md: the same windows written by `datasets`
   (Arrow) and by litdata (`optimize`), build seconds, size, open seconds, random-batch reads/s
   (litdata runs only where it is installed).
 
 Run: python -m benchmarks.bench_data_setup [scale]   (writes benchmarks/results/data_setup_*.json)
+     python -m benchmarks.bench_data_setup fet [scale]   (FET's data module only: data_setup_fet_*.json)
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from benchmarks.common import WORK, figure, write_results
 
 SCALE = int(os.environ.get("COFEE_BENCH_DATA_SCALE", "100"))  # ~9 min on 2 shared cores; 20 for a quick look
 WAIT_STEPS = 30
+FET_TYPES = ["PER", "LOC", "ORG", "MISC"]
 
 
 def sample_corpus() -> Path:
@@ -41,14 +47,36 @@ def sample_corpus() -> Path:
     return corpus
 
 
-def synthesize(source: Path, target: Path, factor: int) -> Path:
-    """`factor` copies of the sample corpus, each under new page ids, as a corpus folder."""
-    from cofee.data.wiki.build_anchors import iter_corpus, load_manifest
+def labelled_sample() -> Path:
+    """The gazetteer-labelled corpus of the sample (NEE's and FET's data), built when missing."""
+    from cofee.config import AnchorDataConfig, GazetteerDataConfig
+    from cofee.data.gazetteer.pipeline import prepare_labelled_corpus
 
-    manifest = load_manifest(source)
+    anchors = AnchorDataConfig(
+        corpus_dir=str(sample_corpus()), build_workers=1, cache_dir=str(WORK / "token_cache")
+    )
+    gazetteer = GazetteerDataConfig(
+        gazetteer_dir=str(WORK / "gazetteer"), labelled_dir=str(WORK / "labelled")
+    )
+    prepare_labelled_corpus(anchors, gazetteer)
+    return Path(gazetteer.labelled_dir)
+
+
+def _corpus_lines(folder: Path, manifest: dict) -> list[str]:
+    lines = []
+    for shard in manifest["shards"]:
+        with open(folder / shard["file"], encoding="utf-8") as handle:
+            lines += [line for line in handle if line.strip()]
+    return lines
+
+
+def synthesize(source: Path, target: Path, factor: int) -> Path:
+    """`factor` copies of a sample corpus (anchor or labelled: sharded JSONL with a manifest), each under
+    new page ids, as a corpus folder of the same format."""
+    manifest = json.loads((source / "manifest.json").read_text(encoding="utf-8"))
     shutil.rmtree(target, ignore_errors=True)
     target.mkdir(parents=True)
-    records = [json.dumps(r) for r in iter_corpus(source)]
+    records = _corpus_lines(source, manifest)
     pages = [json.loads(r)["page_id"] for r in records]
     step = max(pages) + 1
     shards = []
@@ -105,13 +133,51 @@ def child_setup(corpus: str, cache: str, num_proc: str) -> None:
     )
 
 
-def measure_setup(corpus: Path, cache: Path, num_proc: int = 2) -> dict:
+def child_fet_setup(corpus: str, cache: str, num_proc: str) -> None:
+    """One rank's setup of FET's data module in a fresh process: seconds and peak RSS, as one line."""
+    from cofee.config import AnchorDataConfig, EncoderConfig, GazetteerDataConfig
+    from cofee.data_modules.cluster_spans import ClusterDataModule
+    from cofee.models.encoder import load_tokenizer
+
+    tokenizer = load_tokenizer(EncoderConfig())
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    started = time.perf_counter()
+    dm = ClusterDataModule(
+        tokenizer,
+        FET_TYPES,
+        GazetteerDataConfig(labelled_dir=corpus),
+        AnchorDataConfig(cache_dir=cache, num_proc=int(num_proc)),
+        max_train_sentences=None,
+    )
+    dm.setup("fit")
+    seconds = time.perf_counter() - started
+    batch = next(iter(dm.train_dataloader()))  # reading works, span ids included
+    last = dm.num_spans - 1
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(
+        json.dumps(
+            {
+                "seconds": seconds,
+                "rss_mib": peak / 1024,
+                "rss_before_mib": before / 1024,
+                "windows": len(dm.train_windows) + len(dm.val_windows),
+                "spans": dm.num_spans,
+                "last_span": [dm.span_types[last], dm.span_fine_types[last], dm.span_sources[last]],
+                "span_columns_seconds": dm.span_columns.manifest["seconds"],
+                "batch": list(batch["input_ids"].shape),
+                "batch_span_ids": sum(len(ids) for ids in batch["span_ids"]),
+            }
+        )
+    )
+
+
+def measure_setup(corpus: Path, cache: Path, num_proc: int = 2, child: str = "child") -> dict:
     done = subprocess.run(
         [
             sys.executable,
             "-m",
             "benchmarks.bench_data_setup",
-            "child",
+            child,
             str(corpus),
             str(cache),
             str(num_proc),
@@ -306,12 +372,70 @@ def run(scale: int = SCALE) -> dict:
     extra = {"scale": scale, "setups": results, "data_wait": wait, "formats": formats}
     for name, fig in figures.items():
         write_results(name, [fig], **extra)
+    fet = run_fet(scale)
+    return {"figures": list(figures.values()) + fet["figures"], **extra, "fet": fet}
+
+
+def run_fet(scale: int = SCALE) -> dict:
+    """FET's data module at 1x and `scale` x the labelled sample: a first setup (token cache and span
+    columns built) and a second one (both opened), each in its own process."""
+    sample = labelled_sample()
+    work = WORK / "data_setup_fet"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    try:
+        results = {}
+        for name, factor in (("x1", 1), (f"x{scale}", scale)):
+            corpus = synthesize(sample, work / name, factor)
+            cache = work / f"cache-{name}"
+            build = measure_setup(corpus, cache, child="child-fet")
+            results[name] = {"build": build, "reuse": measure_setup(corpus, cache, child="child-fet")}
+            print("fet", name, results[name], flush=True)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    small, large = results["x1"], results[f"x{scale}"]
+    note = (
+        f"{large['reuse']['spans']} spans in {large['reuse']['windows']} windows at {scale}x, "
+        f"{small['reuse']['spans']} in {small['reuse']['windows']} at 1x"
+    )
+    figures = {
+        "data_setup_fet_rss": figure(
+            f"fet_setup_peak_rss_{scale}x_vs_1x",
+            large["reuse"]["rss_mib"],
+            "MiB",
+            small["reuse"]["rss_mib"],
+            1.5,
+            f"peak RSS of one rank's ClusterDataModule setup on a built token cache and span-column "
+            f"artifact, whole corpus; {note}",
+            lower_is_better=True,
+        ),
+        "data_setup_fet_seconds": figure(
+            f"fet_second_setup_seconds_{scale}x",
+            large["reuse"]["seconds"],
+            "s",
+            5.0,
+            1.0,
+            f"ClusterDataModule setup on a built cache and span columns against the 5 s target; {note}; "
+            f"first setup (cache and columns built): {large['build']['seconds']:.1f} s, of which span "
+            f"columns {large['build']['span_columns_seconds']:.1f} s",
+            lower_is_better=True,
+        ),
+    }
+    extra = {"scale": scale, "setups": results}
+    for name, fig in figures.items():
+        write_results(name, [fig], **extra)
     return {"figures": list(figures.values()), **extra}
 
 
 if __name__ == "__main__":
-    if len(sys.argv) > 1 and sys.argv[1] == "child":
+    command = sys.argv[1] if len(sys.argv) > 1 else ""
+    if command == "child":
         child_setup(*sys.argv[2:5])
+    elif command == "child-fet":
+        child_fet_setup(*sys.argv[2:5])
+    elif command == "fet":
+        for fig in run_fet(int(sys.argv[2]) if len(sys.argv) > 2 else SCALE)["figures"]:
+            print(fig)
     else:
-        for fig in run(int(sys.argv[1]) if len(sys.argv) > 1 else SCALE)["figures"]:
+        for fig in run(int(command) if command else SCALE)["figures"]:
             print(fig)

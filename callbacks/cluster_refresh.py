@@ -102,7 +102,7 @@ class ClusterRefreshCallback(pl.Callback):
         self.history: list[dict] = []
         self.store: SpanFeatureStore | None = None
         self._restored_store: dict | None = None
-        self.reference: np.ndarray | None = None  # fine type per span id (None: unknown), for the record
+        self.reference = None  # fine-type code per span id (-1: unknown), for the record only
         self._epoch_started: float | None = None
 
     # -- checkpointed state ---------------------------------------------------------------------
@@ -157,8 +157,9 @@ class ClusterRefreshCallback(pl.Callback):
         if self.store is None or len(self.store) != datamodule.num_spans:
             self.store = SpanFeatureStore(datamodule.num_spans, dim, rank, world, folder)
         pl_module.features = self.store
-        fine = getattr(datamodule, "span_fine_types", None)
-        self.reference = np.asarray(fine, dtype=object) if fine and len(fine) == len(self.store) else None
+        # the data module's fine types as codes (memory-mapped; -1: none known), not one str per span
+        codes = getattr(getattr(datamodule, "span_fine_types", None), "codes", None)
+        self.reference = codes if codes is not None and len(codes) == len(self.store) else None
         if self.labels is not None:  # resumed: keep the labels it trained on, no initial clustering
             pl_module.set_pseudo_labels(self.labels)
             log.info("fet: %d pseudo-labels restored, no initial clustering", len(self.labels.span_ids))
@@ -238,11 +239,11 @@ class ClusterRefreshCallback(pl.Callback):
         what the clusters capture; never a training signal)."""
         if self.reference is None:
             return {}
-        fine = self.reference[np.asarray(labels.span_ids)]
-        known = np.array([f is not None for f in fine], dtype=bool)
+        fine = np.asarray(self.reference[np.asarray(labels.span_ids, dtype=np.int64)])
+        known = fine >= 0
         if not known.any():
             return {}
-        assigned, truth = np.asarray(labels.assignments)[known], fine[known].astype(str)
+        assigned, truth = np.asarray(labels.assignments)[known], fine[known]
         return {
             "fine_spans": int(known.sum()),
             "fine_nmi": round(nmi(assigned, truth), 4),

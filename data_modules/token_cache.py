@@ -48,13 +48,29 @@ SMALL = 20_000  # sentences below which the build runs in this process (forking 
 
 
 def tokenizer_fingerprint(tokenizer) -> dict:
+    """What decides how a tokenizer splits text, not where it was loaded from: NEE and FET load theirs
+    from their parent's export, a copy of the same tokenizer, and must find the cache a run with the
+    base model (or another run folder) built. A fast tokenizer's pipeline (normalizer, pre-tokenizer,
+    model) is hashed whole, less the padding and truncation its calls set anyway."""
     vocab = tokenizer.get_vocab()
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    pipeline = None
+    if backend is not None:
+        spec = json.loads(backend.to_str())
+        pipeline = stable_hash({k: v for k, v in spec.items() if k not in ("padding", "truncation")})
     return {
         "class": type(tokenizer).__name__,
-        "name": str(getattr(tokenizer, "name_or_path", "")),
+        "pipeline": pipeline,
         "vocab": stable_hash(sorted(vocab.items())),
         "size": len(vocab),
         "specials": special_tokens(tokenizer),
+        # a slow tokenizer has no pipeline to hash: its casing and accent settings stand in for it
+        "options": None
+        if backend is not None
+        else {
+            k: getattr(tokenizer, k, None)
+            for k in ("do_lower_case", "strip_accents", "tokenize_chinese_chars")
+        },
     }
 
 
@@ -160,6 +176,14 @@ def cache_key(source_manifest: dict, tokenizer, settings: dict) -> tuple[str, di
     return stable_hash(inputs), inputs
 
 
+def build_lock(folder: str | Path) -> FileLock:
+    """The file lock a cached artifact `folder` is built under (`.<name>.lock` beside it): the first
+    process to take it builds, the others wait there and then read. The token cache and the artifacts
+    derived from it (`cofee.data_modules.cluster_spans`) use it."""
+    folder = Path(folder)
+    return FileLock(str(folder.parent / f".{folder.name}.lock"))
+
+
 def ensure_token_cache(
     cache_root: str | Path,
     source_dir: str | Path,
@@ -181,7 +205,7 @@ def ensure_token_cache(
     if (folder / MANIFEST).is_file():
         return folder
     root.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(root / f".{key}.lock")):
+    with build_lock(folder):
         if (folder / MANIFEST).is_file():  # another process built it while this one waited
             return folder
         tmp = root / f".{key}.tmp-{os.getpid()}"

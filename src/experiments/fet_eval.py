@@ -55,27 +55,38 @@ class FineTypedSpans:
         return {"all": everything, "dev": self.dev, "anchors": self.sources == "anchor"}
 
 
+def _fine_types_and_sources(
+    datamodule: ClusterDataModule, window: EncodedWindow, records
+) -> tuple[list, list]:
+    """Each span's fine type and source (None: none): a training window's from the data module's
+    columns, by span id; a dev window's matched against its sentence's corpus spans."""
+    if window.span_ids is not None:
+        return (
+            [datamodule.span_fine_types[i] for i in window.span_ids],
+            [datamodule.span_sources[i] for i in window.span_ids],
+        )
+    found = span_records(window, records[window.sentence_index])
+    return [r[4] if r and len(r) > 4 else None for r in found], [r[3] if r else None for r in found]
+
+
 def fine_typed_spans(datamodule: ClusterDataModule) -> FineTypedSpans:
     """The spans with a fine type of the train and dev windows (after `setup`)."""
     windows, fine, sources, dev = [], [], [], []
     for split, split_windows in (("train", datamodule.train_windows), ("val", datamodule.val_windows)):
         records = datamodule.record_spans[split]
         for window in split_windows:
-            kept = [
-                (span, record)
-                for span, record in zip(window.spans, span_records(window, records[window.sentence_index]))
-                if record is not None and len(record) > 4 and record[4] is not None
-            ]
+            fine_types, span_sources = _fine_types_and_sources(datamodule, window, records)
+            kept = [t for t in zip(window.spans, fine_types, span_sources) if t[1] is not None]
             if not kept:
                 continue
             first = len(fine)
             windows.append(
                 dataclasses.replace(
-                    window, spans=[s for s, _ in kept], span_ids=list(range(first, first + len(kept)))
+                    window, spans=[s for s, _, _ in kept], span_ids=list(range(first, first + len(kept)))
                 )
             )
-            fine += [r[4] for _, r in kept]
-            sources += [r[3] for _, r in kept]
+            fine += [f for _, f, _ in kept]
+            sources += [s for _, _, s in kept]
             dev += [split == "val"] * len(kept)
     return FineTypedSpans(
         windows, np.asarray(fine, dtype=str), np.asarray(sources, dtype=str), np.asarray(dev)

@@ -86,6 +86,34 @@ def test_span_ids_are_stable_and_aligned_with_spans(curriculum, tokenizer):
     assert "span_ids" not in next(iter(dm.val_dataloader()))
 
 
+def test_span_columns_with_the_parent_marks_read_back_as_a_plain_pass(curriculum, tokenizer):
+    """With the ESI export's marks on the windows, the memory-mapped span columns (keyed by the
+    parent-span artifact) equal the lists one pass over the windows makes; a marked span has no
+    corpus span, so no source and no fine type."""
+    cfg, _ = curriculum
+    dm = ClusterDataModule(
+        tokenizer,
+        NEE_TYPES,
+        cfg.data.gazetteer,
+        cfg.data.anchors,
+        esi_export=f"{cfg.paths.output_dir}/esi/encoder",
+        dev_fraction=0.2,
+        batch_size=4,
+    )
+    dm.setup("fit")
+    assert dm.parent_spans is not None and dm.span_columns.manifest["parent"] == dm.parent_spans["key"]
+    records = dm.record_spans["train"]
+    coarse, fine, source = [], [], []
+    for window in dm.train_windows:
+        coarse += [str(span[2]) for span in window.spans]
+        for record in span_records(window, records[window.sentence_index]):
+            fine.append(record[4] if record else None)
+            source.append(record[3] if record else None)
+    assert list(dm.span_types) == coarse and dm.num_spans == len(coarse)
+    assert list(dm.span_fine_types) == fine and list(dm.span_sources) == source
+    assert source.count(None) >= dm.esi_marked_spans > 0
+
+
 def test_span_records_find_the_corpus_span_with_its_fine_type():
     window = EncodedWindow(
         input_ids=[101, 1, 2, 3, 4, 102],
@@ -141,6 +169,32 @@ def test_loss_is_typed_plus_lambda_times_weighted_cluster_ce(tiny_encoder, token
 
     module.set_pseudo_labels(PseudoLabels(np.array([99]), np.array([0]), np.ones(3, dtype=np.float32)))
     assert module.step_losses(batch)["cluster"].item() == 0.0  # no labelled span: no NaN
+
+
+def test_fine_type_agreement_reads_the_data_modules_codes():
+    """The callback scores the clusters against the fine-type codes (-1: none) as it did against the
+    strings: the same NMI and purity, spans without a fine type left out."""
+    from cofee.clustering.quality import nmi, purity
+    from cofee.data_modules.cluster_spans import CodedColumn
+
+    fine = ["city", None, "river", "city", None, "river", "city", "language"] * 3
+    vocab = ["city", "river", "language"]
+    codes = np.array([vocab.index(f) if f else -1 for f in fine], dtype=np.int8)
+    callback = ClusterRefreshCallback(ClusterConfig(k=3, pca_dim=None), seed=1)
+    callback.store = SpanFeatureStore(len(fine), 4)
+    datamodule = SimpleNamespace(num_spans=len(fine), span_fine_types=CodedColumn(codes, vocab))
+    trainer = SimpleNamespace(datamodule=datamodule, current_epoch=0, default_root_dir=None)
+    callback.labels = PseudoLabels(np.arange(len(fine)), np.arange(len(fine)) % 3, np.ones(3, np.float32))
+    callback.on_train_start(
+        trainer, SimpleNamespace(cluster_head=torch.nn.Linear(4, 3), set_pseudo_labels=lambda labels: None)
+    )
+    known = [i for i, f in enumerate(fine) if f is not None]
+    assigned, truth = np.arange(len(fine))[known] % 3, np.array([fine[i] for i in known])
+    assert callback.fine_type_agreement(callback.labels) == {
+        "fine_spans": len(known),
+        "fine_nmi": round(nmi(assigned, truth), 4),
+        "fine_purity": round(purity(assigned, truth), 4),
+    }
 
 
 def test_refresh_reinitialises_the_cluster_head_and_clears_its_optimizer_state(tiny_encoder):

@@ -87,6 +87,25 @@ def test_the_cache_is_built_once_and_keyed_by_tokenizer_settings(tokenizer, corp
     assert folders == sorted([first.cache.name, shorter.cache.name])  # no temporary folder left
 
 
+def test_a_copy_of_the_tokenizer_finds_the_cache_and_another_tokenizer_does_not(tokenizer, corpus, tmp_path):
+    """NEE and FET load the tokenizer from their parent's export: a copy in another folder must find
+    the cache the base tokenizer built; a tokenizer that splits text differently must not."""
+    from transformers import AutoTokenizer
+
+    first = _module(tokenizer, corpus)
+    first.setup("fit")
+    tokenizer.save_pretrained(tmp_path / "export")
+    copy = AutoTokenizer.from_pretrained(tmp_path / "export")
+    assert copy.name_or_path != tokenizer.name_or_path
+    again = _module(copy, corpus)
+    again.setup("fit")
+    assert again.cache == first.cache
+    cased = AutoTokenizer.from_pretrained(tmp_path / "export", do_lower_case=False)
+    differs = _module(cased, corpus)
+    differs.setup("fit")
+    assert differs.cache != first.cache
+
+
 def test_assigned_fields_hold_across_reads_and_worker_pickling(tokenizer, corpus):
     dm = _module(tokenizer, corpus)
     dm.setup("fit")
