@@ -25,7 +25,11 @@ broadcast and each rank assigns the spans it owns. The labels are then gathered 
 identical pseudo-labels for every span and an identical re-initialised head. A single process keeps
 its store in memory and in its checkpoint. Cluster sizes and `nmi_prev` come from per-rank counts
 summed across ranks, over all spans.
-The history entry records `max_train_spans` and `train_spans` (the sample used). The state is saved
+Which spans are clustered, and together with which (`within_types`, `spans`): a group code per span
+id from the data module's coarse types (`span_groups`); spans of group -1 get no pseudo-label (out of
+the loss), the others are clustered within their group (`cofee.clustering.kmeans.fit_clusters`).
+The history entry records `max_train_spans` and `train_spans` (the sample used), and `group_k` (each
+group's share of k) when clustering within types. The state is saved
 on the epoch boundary after the refresh (Lightning runs checkpoint callbacks last).
 """
 
@@ -51,7 +55,8 @@ from cofee.clustering.distributed import (
 from cofee.clustering.features import SpanFeatures, SpanFeatureStore, extract_span_features
 from cofee.clustering.kmeans import ClusterConfig, ClusteringError, derive_seed
 from cofee.clustering.quality import nmi, purity
-from cofee.config import REFRESH_FEATURES
+from cofee.config import REFRESH_FEATURES, ClusterSpans
+from cofee.models.partial_labels import UNKNOWN_TYPE
 
 log = logging.getLogger(__name__)
 
@@ -87,14 +92,26 @@ def _plain(value):
 
 class ClusterRefreshCallback(pl.Callback):
     def __init__(
-        self, cluster: ClusterConfig, every_n_epochs: int = 1, seed: int = 0, features: str = "recorded"
+        self,
+        cluster: ClusterConfig,
+        every_n_epochs: int = 1,
+        seed: int = 0,
+        features: str = "recorded",
+        within_types: bool = False,
+        spans: str = "all",
     ):
         if every_n_epochs < 1:
             raise ValueError(f"every_n_epochs must be at least 1, got {every_n_epochs}")
         if features not in REFRESH_FEATURES:
             raise ValueError(f"features must be one of {', '.join(REFRESH_FEATURES)}, got {features!r}")
+        if spans not in tuple(ClusterSpans):
+            raise ValueError(f"spans must be one of {', '.join(ClusterSpans)}, got {spans!r}")
         cluster.validate("stages.fet.cluster")
         self.cluster = cluster
+        self.within_types = within_types
+        self.spans = str(spans)
+        self.groups = None  # group code per span id (-1: no pseudo-label); None: every span, one k-means
+        self.group_names: list[str] = []  # the name of each group code
         self.every_n_epochs = every_n_epochs
         self.seed = seed
         self.features = features
@@ -160,6 +177,7 @@ class ClusterRefreshCallback(pl.Callback):
         # the data module's fine types as codes (memory-mapped; -1: none known), not one str per span
         codes = getattr(getattr(datamodule, "span_fine_types", None), "codes", None)
         self.reference = codes if codes is not None and len(codes) == len(self.store) else None
+        self.groups, self.group_names = self.span_groups(datamodule)
         if self.labels is not None:  # resumed: keep the labels it trained on, no initial clustering
             pl_module.set_pseudo_labels(self.labels)
             log.info("fet: %d pseudo-labels restored, no initial clustering", len(self.labels.span_ids))
@@ -180,6 +198,27 @@ class ClusterRefreshCallback(pl.Callback):
         )
         self.history.append(entry)
         log.info("fet: initial clustering %s", json.dumps(entry))
+
+    def span_groups(self, datamodule) -> tuple[np.ndarray | None, list[str]]:
+        """The group of each span id from the data module's coarse-type codes: the coarse type with
+        `within_types` (unknown-type spans a group of their own), else one group; -1 for unknown-type
+        spans with `spans: typed`. (None, []) when every span goes into one k-means."""
+        if not self.within_types and self.spans == ClusterSpans.all:
+            return None, []
+        types = getattr(datamodule, "span_types", None)
+        codes = getattr(types, "codes", None)
+        if codes is None or len(codes) != datamodule.num_spans:
+            key = "within_types" if self.within_types else "spans"
+            raise ClusteringError(
+                f"stages.fet.cluster.{key} needs the coarse type of every span; the data module has none"
+            )
+        codes = np.asarray(codes)
+        left_out = np.zeros(codes.shape, dtype=bool)
+        if self.spans == ClusterSpans.typed and UNKNOWN_TYPE in types.vocab:
+            left_out = codes == types.vocab.index(UNKNOWN_TYPE)
+        if self.within_types:
+            return np.where(left_out, -1, codes).astype(np.int64), list(types.vocab)
+        return np.where(left_out, -1, 0).astype(np.int64), ["typed"]
 
     @staticmethod
     def store_folder(trainer: pl.Trainer, world: int) -> Path | None:
@@ -209,7 +248,7 @@ class ClusterRefreshCallback(pl.Callback):
         started = time.perf_counter()
         self.store.update(local, stamp)
         exchange_pending(self.store)
-        own = cluster_distributed(self.store.owned(), self.cluster, label_epoch)
+        own = cluster_distributed(self.store.owned(), self.cluster, label_epoch, span_groups=self.groups)
         labels = gather_labels(own)
         previous, self.labels = self.labels, labels
         pl_module.set_pseudo_labels(labels)
@@ -225,6 +264,8 @@ class ClusterRefreshCallback(pl.Callback):
             "nmi_prev": None,
             "ranks": _ranks_agree(labels),
         }
+        if "group_k" in labels.stats:  # clustered within groups: each group's share of k, by name
+            entry["group_k"] = {self.group_names[code]: k for code, k in labels.stats["group_k"].items()}
         entry.update(self.fine_type_agreement(labels))
         if previous is not None:
             before = previous.lookup(own.span_ids, missing=-1)

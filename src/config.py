@@ -81,6 +81,21 @@ class ClassWeights(Choice):
     uniform = "uniform"
 
 
+class ClusterSpans(Choice):
+    """The spans FET clusters: every span, or only those with a known coarse type."""
+
+    all = "all"
+    typed = "typed"
+
+
+class ClusterLoss(Choice):
+    """FET's cluster objective: a linear head on hard pseudo-labels, or cosine scores against the
+    k-means centroids themselves (docs/stages.md, FET)."""
+
+    cross_entropy = "cross_entropy"
+    prototype = "prototype"
+
+
 class CaseMode(Choice):
     """Gazetteer matching: exact, lower-cased, or smart (see cofee.data.gazetteer.matcher)."""
 
@@ -221,6 +236,9 @@ class StageOptimConfig(OptimConfig):
     # fresh MLM head tied to the input embeddings (not exported). 0 disables it and adds no parameters.
     mlm_weight: float = bounded(0.0, ge=0)
     mlm_probability: float = bounded(0.15, gt=0, lt=1)  # share of word tokens masked (BERT: 80/10/10)
+    # FET's cluster head learns at this rate (it is re-initialised at every clustering, so it may want
+    # a faster one than the typed head); null: head_lr. Any other stage has no cluster head and refuses it
+    cluster_head_lr: float | None = bounded(None, gt=0)
 
 
 def stage_optim() -> StageOptimConfig:
@@ -467,6 +485,11 @@ class FETClusterConfig:
     # seed from (seed, epoch) (the same on every rank); every span is then assigned, each rank its own.
     # Bounds the clustering rank's memory (10M spans x 384 floats would be 15 GB); null: every span
     max_train_spans: int | None = bounded(200_000, ge=1)
+    # k-means within each coarse type: a type's share of k follows its spans (at least 1 each), its
+    # cluster ids are offset so the head keeps k outputs; unknown-type spans are a type of their own
+    # unless spans=typed. false: one k-means over all spans (CoFEE)
+    within_types: bool = False
+    spans: ClusterSpans = ClusterSpans.all  # typed: unknown-type spans get no pseudo-label (out of the loss)
 
     def validate(self, prefix: str = "stages.fet.cluster") -> None:
         check_bounds(self, prefix)
@@ -495,9 +518,19 @@ class FETStageConfig(NEEStageConfig):
     refresh_every_n_epochs: int = bounded(1, ge=1)
     refresh_features: RefreshFeatures = RefreshFeatures.recorded
     cluster: FETClusterConfig = field(default_factory=FETClusterConfig)
+    # cross_entropy: a linear head trained on hard pseudo-labels, re-initialised at each clustering
+    # (CoFEE); prototype: cosine of each span vector to the centroids of the last clustering, in its PCA
+    # space, over prototype_temperature, with no trained head (docs/stages.md, FET)
+    cluster_loss: ClusterLoss = ClusterLoss.cross_entropy
+    prototype_temperature: float = bounded(0.1, gt=0)  # prototype: softmax temperature of the cosines
 
     def validate(self, prefix: str = "stages.fet") -> None:
         self.cluster.validate(f"{prefix}.cluster")
+        if self.cluster_loss == ClusterLoss.prototype and self.optim.cluster_head_lr is not None:
+            raise ConfigError(
+                f"{prefix}.optim.cluster_head_lr",
+                "the prototype objective trains no cluster head (its prototypes are the centroids); leave it null",
+            )
 
 
 @dataclass

@@ -39,6 +39,7 @@ from cofee.clustering.kmeans import (
     ClusteringError,
     ClusterModel,
     ClusterResult,
+    SampleRows,
     assign_features,
     check_sample,
     cluster_features,
@@ -220,7 +221,7 @@ class PseudoLabels:
 
 
 def _stats(model: ClusterModel, sizes: np.ndarray, cfg: ClusterConfig, seconds: float) -> dict:
-    return {
+    stats = {
         "min": int(sizes.min()),
         "median": float(np.median(sizes)),
         "max": int(sizes.max()),
@@ -238,29 +239,35 @@ def _stats(model: ClusterModel, sizes: np.ndarray, cfg: ClusterConfig, seconds: 
         "iterations": model.iterations,
         "on_gpu": model.on_gpu,
     }
+    if model.centroid_groups is not None:  # clustered within groups: each group's share of k
+        codes, shares = np.unique(model.centroid_groups, return_counts=True)
+        stats["group_k"] = {int(code): int(share) for code, share in zip(codes, shares)}
+    return stats
 
 
-def _local(features: SpanFeatures, cfg: ClusterConfig, epoch: int) -> PseudoLabels:
-    merged = dedup_sorted(features)
-    result = cluster_features(merged.features, cfg, epoch, span_ids=merged.span_ids)
-    model = ClusterModel(
-        result.centroids,
-        None,
-        cfg.normalize,
-        result.seed,
-        result.epoch,
-        result.objective,
-        result.iterations,
-        result.train_spans,
-        result.seconds,
-        result.on_gpu,
-    )
+def keep_grouped(local: SpanFeatures, span_groups) -> tuple[SpanFeatures, np.ndarray]:
+    """The spans of `local` that `span_groups` (a group code per span id, -1: not clustered) puts in a
+    group, rows read only when sliced, and their group codes."""
+    groups = np.asarray(span_groups[np.asarray(local.span_ids, dtype=np.int64)], dtype=np.int64)
+    keep = groups >= 0
+    if keep.all():
+        return local, groups
+    rows = np.flatnonzero(keep)
+    return SpanFeatures(SampleRows(local.features, rows), local.span_ids[rows]), groups[rows]
+
+
+def _local(features: SpanFeatures, cfg: ClusterConfig, epoch: int, span_groups=None) -> PseudoLabels:
+    merged, groups = dedup_sorted(features), None
+    if span_groups is not None:
+        merged, groups = keep_grouped(merged, span_groups)
+    result = cluster_features(merged.features, cfg, epoch, span_ids=merged.span_ids, groups=groups)
     return PseudoLabels(
         merged.span_ids,
         result.assignments,
         result.class_weights,
-        _stats(model, result.sizes, cfg, result.seconds),
+        _stats(result.model, result.sizes, cfg, result.seconds),
         result,
+        result.model,
     )
 
 
@@ -283,7 +290,9 @@ def _raise_anywhere(failure: BaseException | None) -> None:
             raise error
 
 
-def cluster_distributed(local: SpanFeatures, cfg: ClusterConfig, epoch: int, src: int = 0) -> PseudoLabels:
+def cluster_distributed(
+    local: SpanFeatures, cfg: ClusterConfig, epoch: int, src: int = 0, span_groups=None
+) -> PseudoLabels:
     """Pseudo-labels of this rank's spans, from one clustering of all ranks' spans (a collective call).
 
     The training sample (at most `cfg.max_train_spans` spans, by span id) is gathered on rank `src`,
@@ -293,13 +302,20 @@ def cluster_distributed(local: SpanFeatures, cfg: ClusterConfig, epoch: int, src
     `.stats` (the same on every rank): cluster sizes summed over ranks, spans assigned in all,
     `train_spans` (the sample used), `max_train_spans`, seconds, seed. `.model`: the PCA and centroids.
     With no process group it clusters `local` alone (`.result` holds the full `ClusterResult`).
+
+    `span_groups` (a group code per span id, the same on every rank; -1: not clustered): spans of
+    group -1 get no label (they are left out of the result), the others are clustered within their
+    group (`fit_clusters`); the sample is drawn from the grouped spans, and rank `src` reads its rows'
+    groups from `span_groups` too, so nothing more travels.
     """
     if not _distributed():
-        return _local(local, cfg, epoch)
+        return _local(local, cfg, epoch, span_groups)
     cfg.validate()
     started = time.perf_counter()
     rank, device = dist.get_rank(), _comm_device()
-    local = dedup_sorted(local)
+    local, groups = dedup_sorted(local), None
+    if span_groups is not None:
+        local, groups = keep_grouped(local, span_groups)
     seed = derive_seed(cfg.seed, epoch)
     priorities = id_priorities(local.span_ids, seed)
     candidates = priorities
@@ -319,7 +335,8 @@ def cluster_distributed(local: SpanFeatures, cfg: ClusterConfig, epoch: int, src
     failure = None
     if rank == src:
         try:
-            header = [{"model": fit_clusters(sample.features, sample.span_ids, cfg, epoch)}]
+            sample_groups = None if span_groups is None else span_groups[sample.span_ids]
+            header = [{"model": fit_clusters(sample.features, sample.span_ids, cfg, epoch, sample_groups)}]
         except Exception as exc:  # every rank must learn of it, or the others wait forever
             failure = exc
             header = [{"error": _portable(exc)}]
@@ -334,7 +351,7 @@ def cluster_distributed(local: SpanFeatures, cfg: ClusterConfig, epoch: int, src
 
     failure = None
     try:
-        assignments, distances = assign_features(local.features, model, cfg)
+        assignments, distances = assign_features(local.features, model, cfg, groups)
     except Exception as exc:
         failure = exc
     _raise_anywhere(failure)

@@ -147,6 +147,7 @@ class ClusterResult:
     on_gpu: bool
     config: dict = field(default_factory=dict)
     train_spans: int = 0  # spans the PCA and k-means trained on (the sample), at most max_train_spans
+    model: ClusterModel | None = None  # the PCA and centroids the spans were assigned with
 
     @property
     def k(self) -> int:
@@ -242,6 +243,9 @@ class ClusterModel:
     train_spans: int  # the sample it trained on
     seconds: float  # PCA + k-means training
     on_gpu: bool
+    # within groups: the group of each centroid (a group's centroids are one run of ids, groups in
+    # ascending order); None: one k-means over every span
+    centroid_groups: np.ndarray | None = None
 
     def __getstate__(self):
         return {k: v for k, v in self.__dict__.items() if k != "_transform"}
@@ -334,12 +338,62 @@ class SampleRows:
         return self[:].astype(dtype or np.float32, copy=False)
 
 
-def fit_clusters(sample, sample_ids, cfg: ClusterConfig, epoch: int = 0) -> ClusterModel:
+def split_k(counts, k: int) -> np.ndarray:
+    """`k` clusters dealt to groups of `counts` spans: one each, then each next cluster to the group
+    with the most spans per cluster it would have (D'Hondt), never more clusters than a group's spans.
+    Deterministic (a tie goes to the first group); sums to `k`."""
+    counts = np.asarray(counts, dtype=np.int64)
+    if counts.ndim != 1 or counts.shape[0] == 0 or (counts < 1).any():
+        raise ValueError(f"group sizes must be positive, got {counts.tolist()}")
+    if k < counts.shape[0]:
+        raise ClusteringError(
+            f"k={k} clusters cannot cover {counts.shape[0]} span groups (at least one each); "
+            "raise stages.fet.cluster.k or set stages.fet.cluster.within_types=false"
+        )
+    if k > counts.sum():
+        raise TooFewSpansError(int(counts.sum()), k)
+    shares = np.ones(counts.shape[0], dtype=np.int64)
+    for _ in range(k - counts.shape[0]):
+        quotients = np.where(shares < counts, counts / (shares + 1), -1.0)
+        shares[int(np.argmax(quotients))] += 1
+    return shares
+
+
+def _kmeans(y: np.ndarray, k: int, cfg: ClusterConfig, seed: int, device: int | None):
+    """One FAISS k-means of `y` into `k`: (centroids [k, d], objective, iterations run)."""
+    import faiss
+
+    n, d = y.shape
+    kmeans = faiss.Kmeans(
+        d,
+        int(k),
+        niter=int(cfg.niter),
+        nredo=int(cfg.nredo),
+        seed=seed,
+        verbose=bool(cfg.verbose),
+        # explicit: every span of the sample trains (FAISS would keep 256 x k of them, silently)
+        max_points_per_centroid=int(cfg.max_points_per_centroid or max(n // k + 1, 256)),
+        gpu=False,
+    )
+    resources = None
+    if device is not None:
+        resources = faiss.StandardGpuResources()
+        kmeans.index = faiss.index_cpu_to_gpu(resources, device, faiss.IndexFlatL2(d))
+    objective = float(kmeans.train(y))
+    return np.asarray(kmeans.centroids, dtype=np.float32), objective, len(kmeans.iteration_stats or ())
+
+
+def fit_clusters(sample, sample_ids, cfg: ClusterConfig, epoch: int = 0, groups=None) -> ClusterModel:
     """Train the PCA and k-means on the training sample (rows sorted by span id), seeds from (seed, epoch).
 
     `sample`: an array, or anything sliced by rows (`SampleRows`). Memory: the PCA reads its own
     rows (at most `pca_max_train`, full width); k-means then reads the sample `assign_chunk` rows at a
-    time into the PCA space, so the sample is never held at full width (pca_dim, not d, per span)."""
+    time into the PCA space, so the sample is never held at full width (pca_dim, not d, per span).
+
+    `groups` (a non-negative group code per sample row, e.g. the coarse type): one PCA over the whole
+    sample, so every centroid lives in one space, then a k-means per group into its `split_k` share of
+    `cfg.k` (each with the clustering's seed: one group is the plain k-means); the centroids are concatenated group by group in
+    ascending code order (`ClusterModel.centroid_groups`)."""
     import faiss
 
     cfg.validate()
@@ -384,48 +438,71 @@ def fit_clusters(sample, sample_ids, cfg: ClusterConfig, epoch: int = 0) -> Clus
         y = np.empty((n, d), dtype=np.float32)
         for start in range(0, n, step):
             y[start : start + step] = model.transform(_rows(sample, slice(start, start + step)))
-        kmeans = faiss.Kmeans(
-            d,
-            int(cfg.k),
-            niter=int(cfg.niter),
-            nredo=int(cfg.nredo),
-            seed=seed,
-            verbose=bool(cfg.verbose),
-            # explicit: every span of the sample trains (FAISS would keep 256 x k of them, silently)
-            max_points_per_centroid=int(cfg.max_points_per_centroid or max(n // cfg.k + 1, 256)),
-            gpu=False,
-        )
-        resources = None
-        if device is not None:
-            resources = faiss.StandardGpuResources()
-            kmeans.index = faiss.index_cpu_to_gpu(resources, device, faiss.IndexFlatL2(d))
-        model.objective = float(kmeans.train(y))
-    model.centroids = np.asarray(kmeans.centroids, dtype=np.float32)
-    model.iterations = len(kmeans.iteration_stats or ())
+        if groups is None:
+            model.centroids, model.objective, model.iterations = _kmeans(y, cfg.k, cfg, seed, device)
+        else:
+            groups = np.asarray(groups, dtype=np.int64)
+            if groups.shape != (n,) or (groups < 0).any():
+                raise ValueError(f"groups must hold a non-negative code for each of the {n} sample rows")
+            codes, counts = np.unique(groups, return_counts=True)
+            shares = split_k(counts, cfg.k)
+            parts = [
+                _kmeans(y[groups == code], int(share), cfg, seed, device)
+                for code, share in zip(codes, shares)
+            ]
+            model.centroids = np.concatenate([part[0] for part in parts])
+            model.objective = float(sum(part[1] for part in parts))
+            model.iterations = int(sum(part[2] for part in parts))
+            model.centroid_groups = np.repeat(codes, shares)
     model.seconds = time.perf_counter() - started
     return model
 
 
-def assign_features(features, model: ClusterModel, cfg: ClusterConfig) -> tuple[np.ndarray, np.ndarray]:
+def assign_features(
+    features, model: ClusterModel, cfg: ClusterConfig, groups=None
+) -> tuple[np.ndarray, np.ndarray]:
     """Nearest centroid of every row of `features` (an array, a memmap, or anything sliced by rows),
-    `cfg.assign_chunk` rows at a time: (assignments int64 [N], squared distances float32 [N])."""
+    `cfg.assign_chunk` rows at a time: (assignments int64 [N], squared distances float32 [N]).
+
+    A model fitted within groups needs `groups` (each row's group code): a row goes to the nearest
+    centroid of its own group; a row of a group the training sample did not hold, to the nearest of all."""
     import faiss
 
     n = int(features.shape[0])
     assignments = np.empty(n, dtype=np.int64)
     distances = np.empty(n, dtype=np.float32)
+    if model.centroid_groups is not None and (groups is None or len(groups) != n):
+        raise ValueError("a model fitted within groups assigns each row within its group: pass `groups`")
     with _FaissThreads(cfg):
         device = _pick_gpu(cfg)
-        index = faiss.IndexFlatL2(model.dim)
-        resources = None
-        if device is not None:
-            resources = faiss.StandardGpuResources()
-            index = faiss.index_cpu_to_gpu(resources, device, index)
-        index.add(np.ascontiguousarray(model.centroids))
+        resources = faiss.StandardGpuResources() if device is not None else None
+
+        def index_of(centroids: np.ndarray):
+            index = faiss.IndexFlatL2(model.dim)
+            if resources is not None:
+                index = faiss.index_cpu_to_gpu(resources, device, index)
+            index.add(np.ascontiguousarray(centroids))
+            return index
+
+        index = index_of(model.centroids)
+        within = {}  # group code -> (its index, the global ids of its centroids)
+        if model.centroid_groups is not None:
+            for code in np.unique(model.centroid_groups):
+                ids = np.flatnonzero(model.centroid_groups == code)
+                within[int(code)] = (index_of(model.centroids[ids]), ids)
         step = int(cfg.assign_chunk)
         for start in range(0, n, step):
-            block = _rows(features, slice(start, start + step))
-            dist, labels = index.search(model.transform(block), 1)
+            y = model.transform(_rows(features, slice(start, start + step)))
+            if not within:
+                dist, labels = index.search(y, 1)
+            else:
+                block_groups = np.asarray(groups[start : start + step], dtype=np.int64)
+                dist, labels = np.empty((y.shape[0], 1), np.float32), np.empty((y.shape[0], 1), np.int64)
+                for code in np.unique(block_groups):
+                    rows = np.flatnonzero(block_groups == code)
+                    group_index, ids = within.get(int(code), (index, None))
+                    dist[rows], found = group_index.search(np.ascontiguousarray(y[rows]), 1)
+                    labels[rows] = found if ids is None else ids[found]
             assignments[start : start + step] = labels[:, 0]
             distances[start : start + step] = np.maximum(dist[:, 0], 0.0)
     return assignments, distances
@@ -446,11 +523,14 @@ def training_rows(span_ids: np.ndarray, cfg: ClusterConfig, epoch: int) -> np.nd
     return rows[np.argsort(span_ids[rows], kind="stable")]
 
 
-def cluster_features(features, cfg: ClusterConfig, epoch: int = 0, span_ids=None) -> ClusterResult:
+def cluster_features(
+    features, cfg: ClusterConfig, epoch: int = 0, span_ids=None, groups=None
+) -> ClusterResult:
     """Cluster span features [N, D] into `cfg.k` pseudo-classes; rows keep their input order.
 
     `span_ids` (unique; default the row numbers) choose the training sample (`max_train_spans`), so a
-    run on several ranks that hold the same spans picks the same one. Runs in the calling process
+    run on several ranks that hold the same spans picks the same one. `groups` (a non-negative code
+    per row): k-means within each group (`fit_clusters`), every row assigned within its group. Runs in the calling process
     (FAISS threads and fork do not mix; docs/design.md, "FAISS"), on CPU or the GPU `_pick_gpu`
     chooses. Deterministic on CPU for a given (features, span ids, cfg, epoch) and thread count.
     """
@@ -466,8 +546,14 @@ def cluster_features(features, cfg: ClusterConfig, epoch: int = 0, span_ids=None
     check_sample(min(n, cfg.max_train_spans or n), cfg, int(features.shape[1]))
     started = time.perf_counter()
     rows = training_rows(ids, cfg, epoch)
-    model = fit_clusters(SampleRows(features, rows), ids[rows], cfg, epoch)
-    assignments, distances = assign_features(features, model, cfg)
+    if groups is not None:
+        groups = np.asarray(groups, dtype=np.int64)
+        if groups.shape != (n,):
+            raise ValueError(f"{n} feature rows but {groups.shape[0]} group codes")
+    model = fit_clusters(
+        SampleRows(features, rows), ids[rows], cfg, epoch, None if groups is None else groups[rows]
+    )
+    assignments, distances = assign_features(features, model, cfg, groups)
     sizes = np.bincount(assignments, minlength=cfg.k).astype(np.int64)
     sums = np.bincount(assignments, weights=distances.astype(np.float64), minlength=cfg.k)
     variances, weights = cluster_stats(sizes, sums, cfg.class_weights)
@@ -487,4 +573,5 @@ def cluster_features(features, cfg: ClusterConfig, epoch: int = 0, span_ids=None
         on_gpu=model.on_gpu,
         config=asdict(cfg),
         train_spans=model.train_spans,
+        model=model,
     )

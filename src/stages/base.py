@@ -144,6 +144,18 @@ class StageModule(pl.LightningModule):
         """Every part trained at `head_lr`: the stage's heads and the masked-LM head when it is on."""
         return self.head_modules() + ([self.mlm_head] if self.mlm_head is not None else [])
 
+    def fresh_rates(self) -> list[tuple[nn.Module, float]]:
+        """Each fresh part with its learning rate: `head_lr` (else `lr`). `optim.cluster_head_lr` is
+        the rate of FET's cluster head, which overrides this; any other stage refuses it rather than
+        ignore it."""
+        if getattr(self.optim, "cluster_head_lr", None) is not None:
+            raise ConfigError(
+                f"stages.{self.stage_name}.optim.cluster_head_lr",
+                f"the {self.stage_name} stage has no cluster head; leave it null",
+            )
+        head_lr = self.optim.head_lr or self.optim.lr
+        return [(head, head_lr) for head in self.fresh_modules()]
+
     def configure_optimizers(self):
         no_decay = ("bias", "LayerNorm.weight", "layer_norm.weight", "norm.weight")
         seen: set[int] = set()  # a tied parameter (the MLM decoder is the word embedding) goes in once
@@ -156,10 +168,9 @@ class StageModule(pl.LightningModule):
                 {"params": [p for n, p in named if n.endswith(no_decay)], "lr": lr, "weight_decay": 0.0},
             ]
 
-        head_lr = self.optim.head_lr or self.optim.lr
         params = groups(self.encoder, self.optim.lr)
-        for head in self.fresh_modules():
-            params += groups(head, head_lr)
+        for head, lr in self.fresh_rates():
+            params += groups(head, lr)
         optimizer = torch.optim.AdamW(
             [g for g in params if g["params"]], lr=self.optim.lr, weight_decay=self.optim.weight_decay
         )

@@ -7,6 +7,10 @@ one). Each training step computes
            + lambda_cluster * class-weighted cross-entropy of the cluster head against the spans'
              current pseudo-labels (spans without one are ignored)
 
+With `cluster_loss="prototype"` the cluster head is a `PrototypeHead`: no trained weights, the
+logits are the cosines of each span vector (taken into the last clustering's PCA space) to that
+clustering's centroids over a temperature, so the whole cluster loss reaches the encoder.
+
 The cluster head is a linear layer over pooled span vectors (`cofee.models.span_pooling`, `pooling`) taken
 from `feature_layer`, the same layer whose pooled vectors are clustered: the head learns to predict
 the clusters of the very representation it reads (DeepCluster). The default, -2 (the layer below the
@@ -30,11 +34,50 @@ from transformers import PreTrainedModel
 
 from cofee.clustering.distributed import PseudoLabels
 from cofee.clustering.features import SpanFeatureStore
-from cofee.config import NoiseConfig, OptimConfig
+from cofee.clustering.kmeans import ClusterModel
+from cofee.config import ClusterLoss, NoiseConfig, OptimConfig
 from cofee.data.alignment import IGNORE_INDEX
 from cofee.models.span_pooling import check_pooling, pool_batch_spans, pooled_dim
 from cofee.stages.nee import NEEModule
 from cofee.utils.errors import ConfigError
+
+
+class PrototypeHead(nn.Module):
+    """Cluster logits as cosines to the k-means centroids: a span vector goes through the clustering's
+    own PCA (x A^T + b, whitening included), is L2-normalised as k-means saw it, and each logit is its
+    cosine to a centroid over `temperature`. The PCA and centroids are buffers that `install` replaces
+    at every clustering (the same on every rank: they come from the broadcast `ClusterModel`) and that
+    a checkpoint keeps; nothing here is trained, so gradients go to the span vectors alone."""
+
+    def __init__(self, in_features: int, out_features: int, space: int, temperature: float):
+        super().__init__()
+        if temperature <= 0:
+            raise ValueError(f"temperature must be positive, got {temperature}")
+        self.in_features, self.out_features, self.temperature = in_features, out_features, temperature
+        self.register_buffer("projection", torch.zeros(space, in_features))
+        self.register_buffer("shift", torch.zeros(space))
+        self.register_buffer("prototypes", torch.zeros(out_features, space))
+
+    def install(self, model: ClusterModel) -> None:
+        """The PCA (or none: the identity) and the centroids of a clustering, as the prototypes."""
+        centroids = torch.as_tensor(np.asarray(model.centroids), dtype=torch.float32)
+        if model.pca is None:
+            matrix, bias = torch.eye(self.in_features), torch.zeros(self.in_features)
+        else:
+            matrix, bias = (torch.as_tensor(np.asarray(a), dtype=torch.float32) for a in model.pca)
+        if matrix.shape != self.projection.shape or centroids.shape != self.prototypes.shape:
+            raise ValueError(
+                f"a clustering of {tuple(centroids.shape)} centroids through a {tuple(matrix.shape)} PCA "
+                f"for prototypes {tuple(self.prototypes.shape)} over {self.in_features} dims"
+            )
+        with torch.no_grad():
+            self.projection.copy_(matrix)
+            self.shift.copy_(bias)
+            self.prototypes.copy_(nn.functional.normalize(centroids, dim=-1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        z = nn.functional.normalize(x.float() @ self.projection.T + self.shift, dim=-1)
+        return z @ self.prototypes.T / self.temperature
 
 
 class FETModule(NEEModule):
@@ -54,6 +97,9 @@ class FETModule(NEEModule):
         lambda_cluster: float = 0.001,
         suffix_len: int = 1,
         type_balance: float = 0.0,
+        cluster_loss: str = "cross_entropy",
+        prototype_temperature: float = 0.1,
+        pca_dim: int | None = None,
     ):
         super().__init__(encoder, optim, types, scheme, dropout, noise, type_balance)
         check_pooling(pooling, "stages.fet.pooling")
@@ -67,7 +113,18 @@ class FETModule(NEEModule):
         self.feature_layer = feature_layer
         self.lambda_cluster = lambda_cluster
         self.suffix_len = suffix_len
-        self.cluster_head = nn.Linear(pooled_dim(pooling, encoder.config.hidden_size), k)
+        if cluster_loss not in tuple(ClusterLoss):
+            raise ConfigError(
+                "stages.fet.cluster_loss", f"must be one of {', '.join(ClusterLoss)}, got {cluster_loss!r}"
+            )
+        dim = pooled_dim(pooling, encoder.config.hidden_size)
+        self.cluster_loss_kind = str(cluster_loss)
+        if self.cluster_loss_kind == ClusterLoss.prototype:
+            # the clustered space: the PCA's (`cluster.pca_dim`, at most the vector's width) or the vectors'
+            space = min(pca_dim, dim) if pca_dim else dim
+            self.cluster_head = PrototypeHead(dim, k, space, prototype_temperature)
+        else:
+            self.cluster_head = nn.Linear(dim, k)
         self.save_hyperparameters(
             {"k": k, "pooling": pooling, "feature_layer": feature_layer, "lambda_cluster": lambda_cluster}
         )
@@ -79,6 +136,12 @@ class FETModule(NEEModule):
     def head_modules(self) -> list[nn.Module]:
         return [self.head, self.cluster_head]
 
+    def fresh_rates(self) -> list[tuple[nn.Module, float]]:
+        """The base rates, with the cluster head at `optim.cluster_head_lr` when it is set."""
+        head_lr = self.optim.head_lr or self.optim.lr
+        cluster_lr = getattr(self.optim, "cluster_head_lr", None) or head_lr
+        return [(m, cluster_lr if m is self.cluster_head else head_lr) for m in self.fresh_modules()]
+
     # -- pseudo-labels ----------------------------------------------------------------------------
     def set_pseudo_labels(self, labels: PseudoLabels) -> None:
         if len(labels.class_weights) != self.cluster_head.out_features:
@@ -87,10 +150,16 @@ class FETModule(NEEModule):
             )
         self.pseudo_labels = labels
         self.class_weights = torch.as_tensor(np.asarray(labels.class_weights), dtype=torch.float32)
+        # new clusters, new prototypes; restored labels carry no model: the checkpoint has the buffers
+        if isinstance(self.cluster_head, PrototypeHead) and labels.model is not None:
+            self.cluster_head.install(labels.model)
 
     def reset_cluster_head(self, seed: int, optimizers=()) -> None:
         """Re-initialise the cluster head from `seed` (the same weights on every device and rank) and
-        drop its optimiser state, so Adam moments of the old clusters do not steer the new ones."""
+        drop its optimiser state, so Adam moments of the old clusters do not steer the new ones. A
+        `PrototypeHead` has nothing to re-initialise: its new prototypes came with the labels."""
+        if isinstance(self.cluster_head, PrototypeHead):
+            return
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             fresh = nn.Linear(self.cluster_head.in_features, self.cluster_head.out_features)

@@ -40,6 +40,13 @@ def synthetic(n=300, dim=16, k=6):
     return SpanFeatures(x.astype(np.float32), ids)
 
 
+def span_groups(n=300) -> np.ndarray:
+    """A coarse-type code per span id (-1: left out), as ClusterRefreshCallback derives them."""
+    lookup = np.full(FIRST_ID + n, -1, dtype=np.int64)
+    lookup[FIRST_ID:] = np.random.default_rng(2).integers(-1, 3, n)
+    return lookup
+
+
 def shards(data: SpanFeatures):
     """Two overlapping shards in scrambled order; rank 1 ends with a padding repeat of rank 0's first
     span, as DistributedSampler padding would give it."""
@@ -78,6 +85,7 @@ def _worker(rank: int, world: int, port: int, out_dir: str) -> None:
         labels = cluster_distributed(mine, ClusterConfig(**CFG), EPOCH)
         span_ids, assignments, weights = labels
         capped = cluster_distributed(mine, ClusterConfig(**CAPPED), EPOCH)
+        grouped = cluster_distributed(mine, ClusterConfig(**CAPPED), EPOCH, span_groups=span_groups())
         everyone = gather_labels(capped)
         # NMI of the capped against the full labels, from per-rank counts summed across ranks
         same = np.searchsorted(capped.span_ids, span_ids)
@@ -112,6 +120,10 @@ def _worker(rank: int, world: int, port: int, out_dir: str) -> None:
             capped_weights=capped.class_weights,
             capped_train=capped.stats["train_spans"],
             capped_sizes=[capped.stats[key] for key in ("min", "max", "empty")],
+            grouped_ids=grouped.span_ids,
+            grouped_assignments=grouped.assignments,
+            grouped_weights=grouped.class_weights,
+            grouped_k=sorted(grouped.stats["group_k"].items()),
             everyone_ids=everyone.span_ids,
             everyone_assignments=everyone.assignments,
             nmi_reduced=nmi_reduced,
@@ -147,6 +159,20 @@ def test_two_gloo_ranks_agree_with_a_single_process(tmp_path, monkeypatch):
         np.testing.assert_array_equal(union_ids, reference.span_ids)
         for out in ranks:  # class weights from per-rank sums: equal up to the order of the additions
             np.testing.assert_allclose(out[f"{name}weights"], reference.class_weights, rtol=1e-5)
+    # within groups: rank 0 fits one PCA and a k-means per group on the gathered sample, every rank
+    # assigns its own grouped spans within their group; the union is the single-process run
+    single_grouped = cluster_distributed(data, ClusterConfig(**CAPPED), EPOCH, span_groups=span_groups())
+    owners = single_grouped.model.centroid_groups
+    for r, out in enumerate(ranks):
+        mine = owned(data, r)
+        kept = mine.span_ids[span_groups()[mine.span_ids] >= 0]
+        np.testing.assert_array_equal(out["grouped_ids"], kept)
+        np.testing.assert_array_equal(out["grouped_assignments"], single_grouped.lookup(kept))
+        np.testing.assert_allclose(out["grouped_weights"], single_grouped.class_weights, rtol=1e-5)
+        assert out["grouped_k"].tolist() == [
+            list(kv) for kv in sorted(single_grouped.stats["group_k"].items())
+        ]
+        np.testing.assert_array_equal(owners[out["grouped_assignments"]], span_groups()[kept])
     for out in ranks:
         assert int(out["capped_train"]) == 120
         assert out["capped_sizes"].tolist() == ranks[0]["capped_sizes"].tolist()  # the same on every rank

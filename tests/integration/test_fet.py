@@ -354,6 +354,60 @@ def test_fine_typing_report_scores_every_encoder_against_the_random_baseline(cur
     assert (tmp_path / "fet_quality.json").is_file()
 
 
+LEVERS = {
+    "within_types": {"cluster.within_types": True},
+    "typed_spans": {"cluster.spans": "typed"},
+    "prototype": {"cluster_loss": "prototype", "prototype_temperature": 0.2},
+    "cluster_head_lr": {"optim.cluster_head_lr": 0.05},
+}
+
+
+@pytest.mark.parametrize("lever", sorted(LEVERS))
+def test_fet_trains_with_each_lever_on_the_shared_esi_and_nee(curriculum, tmp_path, lever):
+    """Each lever of FET through the curriculum: ESI and NEE copied from the default run
+    (`curriculum.reuse_from`, the same inputs), FET trained two short epochs with the lever on."""
+    import copy
+
+    cfg, results = curriculum
+    default_dir = cfg.paths.output_dir
+    cfg = copy.deepcopy(cfg)
+    cfg.paths.output_dir = str(tmp_path / lever)
+    cfg.curriculum.reuse_from = [default_dir]
+    cfg.stages.fet.max_epochs = 2
+    for key, value in LEVERS[lever].items():
+        *path, name = key.split(".")
+        setattr(_node(cfg.stages.fet, path), name, value)
+    out = run_curriculum(cfg)
+    assert manifest_hash(out["nee"]) == manifest_hash(results["nee"])  # ESI and NEE copied, not retrained
+    fet = out["fet"]
+    assert fet["global_step"] == 4 and fet["clustering"]["refreshes"] == 1
+    assert (
+        np.isfinite(fet["metrics"]["fet/train/cluster_loss"]) and fet["metrics"]["fet/train/cluster_loss"] > 0
+    )
+    history = fet["clustering"]["history"]
+    checkpoint = torch.load(tmp_path / lever / "fet" / "checkpoints" / "last.ckpt", weights_only=True)
+    if lever == "within_types":  # a share of k for every coarse type, unknown-type spans included
+        for entry in history:
+            assert sum(entry["group_k"].values()) == 8 and min(entry["group_k"].values()) >= 1
+            assert "?" in entry["group_k"] and set(entry["group_k"]) <= {*NEE_TYPES, "?"}
+    elif lever == "typed_spans":  # unknown-type spans are left out of the clustering
+        assert history[0]["group_k"] == {"typed": 8}
+        assert 8 < history[0]["spans"] < results["fet"]["clustering"]["history"][0]["spans"]
+    elif lever == "prototype":  # no trained head: the prototypes are the last clustering's centroids
+        weights = checkpoint["state_dict"]
+        assert "cluster_head.weight" not in weights and weights["cluster_head.prototypes"].shape == (8, 16)
+        assert torch.allclose(weights["cluster_head.prototypes"].norm(dim=-1), torch.ones(8))
+    else:
+        rates = {g["initial_lr"] for g in checkpoint["optimizer_states"][0]["param_groups"]}
+        assert 0.05 in rates and cfg.stages.fet.optim.head_lr in rates
+
+
+def _node(node, path):
+    for name in path:
+        node = getattr(node, name)
+    return node
+
+
 @pytest.mark.slow
 def test_fet_under_two_process_ddp_keeps_every_rank_on_the_same_labels(tmp_path):
     """esi, nee, fet with `trainer=ddp` (2 CPU processes, gloo) through the CLI: the run ends, and

@@ -36,6 +36,9 @@ def build_fet(cfg: RootConfig, encoder, tokenizer, init_from: Path | None) -> St
         lambda_cluster=stage.lambda_cluster,
         suffix_len=len(special_tokens(tokenizer)[1]),
         type_balance=stage.type_balance,
+        cluster_loss=stage.cluster_loss,
+        prototype_temperature=stage.prototype_temperature,
+        pca_dim=stage.cluster.pca_dim,
     )
     parent_stage = read_export_manifest(init_from).get("stage") if init_from is not None else None
     if parent_stage != "nee":
@@ -54,5 +57,7 @@ def build_fet(cfg: RootConfig, encoder, tokenizer, init_from: Path | None) -> St
         stage.refresh_every_n_epochs,
         cfg.seed,
         stage.refresh_features,
+        within_types=stage.cluster.within_types,
+        spans=stage.cluster.spans,
     )
     return module, datamodule, [refresh, *self_training(cfg, stage)]
