@@ -50,6 +50,7 @@ from cofee.data_modules.token_cache import (
     SentenceSpans,
     ensure_token_cache,
     load_cache_manifest,
+    windowing_settings,
 )
 from cofee.data_modules.wiki_anchor import data_manifest_entry, open_splits
 from cofee.models.partial_labels import UNKNOWN_TYPE, extended_labels
@@ -126,11 +127,7 @@ class GazetteerDataModule(TrainValWindowLoaders, pl.LightningDataModule):
 
     def cache_settings(self) -> dict:
         return {
-            "scheme": str(self.scheme),
-            "label2id": dict(self.label2id),
-            "max_length": self.max_length,
-            "dev_fraction": self.dev_fraction,
-            "split_seed": self.split_seed,
+            **windowing_settings(self),
             "mapping": {"kind": "labelled", "types": list(self.types), "unknown": UNKNOWN_TYPE},
             "keep_raw": True,
         }

@@ -165,6 +165,18 @@ WINDOW_COLUMNS = (
 
 
 # -- building -------------------------------------------------------------------------------------
+def windowing_settings(module) -> dict:
+    """The settings of a data module that decide its cached windows, whatever the corpus: tagging
+    scheme, label ids, window length and the dev split (each module adds how its spans are typed)."""
+    return {
+        "scheme": str(module.scheme),
+        "label2id": dict(module.label2id),
+        "max_length": module.max_length,
+        "dev_fraction": module.dev_fraction,
+        "split_seed": module.split_seed,
+    }
+
+
 def cache_key(source_manifest: dict, tokenizer, settings: dict) -> tuple[str, dict]:
     inputs = {
         "format": FORMAT,

@@ -27,6 +27,7 @@ from cofee.data_modules.token_cache import (
     ensure_token_cache,
     load_cache_manifest,
     sample_sentences,
+    windowing_settings,
 )
 from cofee.utils.io import stable_hash
 
@@ -102,11 +103,7 @@ class WikiAnchorDataModule(TrainValWindowLoaders, pl.LightningDataModule):
 
     def cache_settings(self) -> dict:
         return {
-            "scheme": str(self.scheme),
-            "label2id": dict(self.label2id),
-            "max_length": self.max_length,
-            "dev_fraction": self.dev_fraction,
-            "split_seed": self.split_seed,
+            **windowing_settings(self),
             "mapping": {
                 "kind": "anchors",
                 "span_kinds": sorted(self.span_kinds),
