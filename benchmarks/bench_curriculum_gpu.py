@@ -41,13 +41,22 @@ TARGET = 0.9
 
 
 class StageThroughput(pl.Callback):
-    """Real tokens and seconds of the training batches after the first `warmup` of each epoch."""
+    """Real tokens and seconds of the training batches after the first `warmup` of each epoch.
 
-    def __init__(self, warmup: int):
+    With `sync_each_step` (the default) each batch is timed on its own, so whatever runs between
+    batches (validation, checkpoints) stays out of the figure; the price is a wait for the GPU at every
+    step, which stops the CPU from queueing the next step while the GPU works. Without it, the clock runs
+    from the end of the warm-up to the end of the epoch with one wait at each end, as a plain loop is
+    timed: for runs with nothing between their batches (`benchmarks/gpu_check.py`).
+    """
+
+    def __init__(self, warmup: int, sync_each_step: bool = True):
         self.warmup = warmup
+        self.sync_each_step = sync_each_step
         self.tokens = 0
         self.seconds = 0.0
         self._started: float | None = None
+        self._pending_tokens: torch.Tensor | None = None  # summed on the device: no wait per step
 
     @staticmethod
     def _now(module: pl.LightningModule) -> float:
@@ -56,16 +65,26 @@ class StageThroughput(pl.Callback):
         return time.perf_counter()
 
     def on_train_epoch_start(self, trainer, pl_module) -> None:
-        self._started = None
+        self._started, self._pending_tokens = None, None
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if batch_idx + 1 == self.warmup:
             self._started = self._now(pl_module)
         elif batch_idx >= self.warmup and self._started is not None:
+            if not self.sync_each_step:
+                tokens = batch["attention_mask"].sum()
+                self._pending_tokens = tokens if self._pending_tokens is None else self._pending_tokens + tokens
+                return
             now = self._now(pl_module)
             self.tokens += int(batch["attention_mask"].sum())
             self.seconds += now - self._started
             self._started = now
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        if not self.sync_each_step and self._started is not None and self._pending_tokens is not None:
+            self.seconds += self._now(pl_module) - self._started
+            self.tokens += int(self._pending_tokens)
+            self._started, self._pending_tokens = None, None
 
     @property
     def tokens_per_s(self) -> float:

@@ -19,7 +19,7 @@ def table() -> str:
         result = json.loads(path.read_text(encoding="utf-8"))
         for f in result["figures"]:
             lines.append(
-                f"| {result['benchmark']} | {f['name']} | {f['value']:g} {f['unit']} | {f['baseline']:g} | "
+                f"| {path.stem} | {f['name']} | {f['value']:g} {f['unit']} | {f['baseline']:g} | "
                 f"{f['ratio']:.2f} | {'≤' if f.get('lower_is_better') else '≥'} {f['target']:g} | "
                 f"{'yes' if f['met'] else '**no**'} |"
             )

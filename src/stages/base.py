@@ -46,6 +46,16 @@ class StageModule(pl.LightningModule):
         self._mlm_added = False  # whether this batch's training step added the masked-LM loss
         self.val_spans = SpanF1(typed=typed_metrics)
 
+    # -- device transfer ----------------------------------------------------------------------
+    def transfer_batch_to_device(self, batch, device: torch.device, dataloader_idx: int):
+        """Moves a `WindowCollator` batch's tensors and leaves its Python lists (spans, word positions,
+        span ids: ints, never tensors) where they are. Lightning's default walks every element of those
+        lists on every step; on an H200 that walk cost MiniLM more CPU time than its GPU step
+        (benchmarks/gpu_check.py)."""
+        if isinstance(batch, dict):
+            return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
+        return super().transfer_batch_to_device(batch, device, dataloader_idx)
+
     # -- forward ------------------------------------------------------------------------------
     def encode(self, batch: dict, encoder: nn.Module | None = None) -> torch.Tensor:
         out = (encoder or self.encoder)(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
