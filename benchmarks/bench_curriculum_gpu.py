@@ -73,7 +73,9 @@ class StageThroughput(pl.Callback):
         elif batch_idx >= self.warmup and self._started is not None:
             if not self.sync_each_step:
                 tokens = batch["attention_mask"].sum()
-                self._pending_tokens = tokens if self._pending_tokens is None else self._pending_tokens + tokens
+                self._pending_tokens = (
+                    tokens if self._pending_tokens is None else self._pending_tokens + tokens
+                )
                 return
             now = self._now(pl_module)
             self.tokens += int(batch["attention_mask"].sum())

@@ -8,6 +8,7 @@ Metric keys read `<stage>/<split>/<metric>`, e.g. `esi/val/f1`.
 from __future__ import annotations
 
 import copy
+import warnings
 from dataclasses import asdict
 
 import pytorch_lightning as pl
@@ -20,6 +21,12 @@ from cofee.models.heads import SpanHead
 from cofee.models.metrics import SpanF1
 from cofee.models.mlm import MaskedLMHead, MaskingTokens, mask_tokens, masking_generator
 from cofee.utils.errors import ConfigError
+
+# Lightning notes on every fit that a module's `transfer_batch_to_device` wins over the data module's
+# default; here that is the intent (see StageModule.transfer_batch_to_device), so the note is noise.
+warnings.filterwarnings(
+    "ignore", message="You have overridden `transfer_batch_to_device` in `LightningModule` but have passed"
+)
 
 
 class StageModule(pl.LightningModule):
