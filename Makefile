@@ -14,7 +14,7 @@ export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 export WANDB_MODE ?= offline
 
-.PHONY: help install test test-slow pretrain-all build-anchors build-gazetteer denoising denoising-ablation esi-repeats fet-report bench gpu-check study study-report study-esi study-fet study-quick sweep lint format clean
+.PHONY: help install test test-slow pretrain-all build-anchors build-gazetteer denoising denoising-ablation esi-repeats fet-report bench gpu-check study study-report study-esi study-fet study-quick study-gold sweep lint format clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-14s %s\n", $$1, $$2}'
@@ -83,6 +83,9 @@ study-report: $(STAMP)  ## the study's table and plot from the rows in results/s
 
 study-esi: $(STAMP)  ## ESI's forgetting levers (MLM, distillation) against baseline and esi at 1% and 10% (conf/study_esi.yaml)
 	$(BIN)/cofee-study --config-name study_esi $(ARGS)
+
+study-gold: $(STAMP)  ## whether the study hangs on NEE settings chosen with gold labels: two NEE loss settings against the default at 10% and 4-shot (conf/study_gold.yaml)
+	$(BIN)/cofee-study --config-name study_gold $(ARGS)
 
 study-fet: $(STAMP)  ## FET's levers (within types, typed spans, prototypes, cluster-head rate) against esi_nee_fet and its no-cluster control at 1%, 10% and 4-shot (conf/study_fet.yaml)
 	$(BIN)/cofee-study --config-name study_fet $(ARGS)

@@ -470,3 +470,29 @@ def test_study_quick_composes_from_the_study_with_its_own_block():
     study = validate_study(full)
     assert quick.variants == study.variants and quick.finetune == study.finetune  # shared, not copied
     check_marked_block(quick.readme, quick.block)  # docs/results.md holds its block
+
+
+def test_study_gold_pretrains_nee_and_fet_with_the_replaced_loss_settings():
+    from cofee.config import NoiseConfig, NoiseStrategy, UnknownMode
+    from cofee.experiments.study import variant_root
+    from cofee.utils.io import check_marked_block
+
+    with initialize_config_module(config_module="cofee.conf", version_base="1.3"):
+        gold = validate_study(compose(config_name="study_gold"))
+        gold.validate()
+        roots = {
+            name: variant_root(gold, name, gold.variants[name]) for name in ("nee_no_balance", "nee_marginal")
+        }
+        default = variant_root(gold, "esi_nee_fet", gold.variants["esi_nee_fet"])
+    for stage in ("nee", "fet"):
+        assert getattr(default.stages, stage).type_balance == 0.5
+        assert getattr(default.stages, stage).noise == NoiseConfig()
+        for root in roots.values():
+            assert getattr(root.stages, stage).type_balance == 0
+            assert getattr(root.stages, stage).noise.strategy == NoiseStrategy.partial
+        assert getattr(roots["nee_no_balance"].stages, stage).noise.unknown == UnknownMode.ignore
+        assert getattr(roots["nee_marginal"].stages, stage).noise.unknown == UnknownMode.marginal
+    # each rival pre-trains in a run folder of its own; ESI is the study's
+    assert len({default.run_name, *(r.run_name for r in roots.values())}) == 3
+    assert gold.paired_with["esi_nee_fet"] == ["nee_no_balance", "nee_marginal"]
+    check_marked_block(gold.readme, gold.block)  # docs/results.md holds its block
