@@ -14,7 +14,7 @@ export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 export WANDB_MODE ?= offline
 
-.PHONY: help install test test-slow pretrain-all build-anchors build-gazetteer denoising denoising-ablation esi-repeats fet-report bench gpu-check study study-report study-esi study-fet study-quick study-gold sweep lint format clean
+.PHONY: help install test test-slow pretrain-all build-anchors build-gazetteer build-cache denoising denoising-ablation esi-repeats fet-report bench gpu-check study study-report study-esi study-fet study-quick study-gold sweep lint format clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-14s %s\n", $$1, $$2}'
@@ -40,6 +40,9 @@ build-anchors: $(STAMP)  ## build the Wikipedia anchor corpus (skipped when unch
 
 build-gazetteer: $(STAMP)  ## build the gazetteer and the gazetteer-labelled corpus (skipped when unchanged)
 	$(BIN)/cofee-build-gazetteer $(ARGS)
+
+build-cache: $(STAMP)  ## the token caches a pretrain run with the same ARGS reads, built before a multi-GPU job
+	$(BIN)/cofee-build-cache $(ARGS)
 
 pretrain-all: $(STAMP)  ## build the corpora, then run the curriculum on the default data
 	$(BIN)/cofee-build-anchors $(ARGS)

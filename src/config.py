@@ -652,6 +652,9 @@ class TrainerConfig:
     fast_dev_run: Any = False
     num_sanity_val_steps: int = 0
     enable_progress_bar: bool = True
+    # how long a DDP rank waits at a collective (Lightning's setup barrier, a gather) before the job
+    # fails: the timeout of the DDP strategy when `strategy` names one (trainer=ddp); 30 is Lightning's
+    ddp_timeout_minutes: int = bounded(30, ge=1)
 
 
 @dataclass

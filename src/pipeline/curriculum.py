@@ -31,6 +31,7 @@ from cofee.pipeline.config_diff import changed_keys, describe_changes, drop_adde
 from cofee.pipeline.loggers import finish_logger, log_export
 from cofee.pipeline.loggers import make_logger as make_run_logger
 from cofee.pipeline.recipes.registry import STAGE_BUILDERS, stage_spec
+from cofee.pipeline.trainer_kwargs import trainer_kwargs
 from cofee.utils.errors import ConfigError, InputFileError
 from cofee.utils.io import atomic_directory, atomic_write_json, read_json, stable_hash
 
@@ -199,10 +200,9 @@ def run_stage(cfg: RootConfig, stage: str, init_from: Path | None = None) -> dic
     # last.ckpt every N steps and at every epoch end; resumed exactly (callbacks/resume.py)
     checkpoints = last_checkpoints(stage_dir / "checkpoints", cfg.curriculum.checkpoint_every_n_steps)
     stage_cfg = getattr(cfg.stages, stage)
-    trainer_kwargs = {k: v for k, v in asdict(cfg.trainer).items() if v is not None}
     logger = make_logger(cfg, stage, stage_dir)
     trainer = pl.Trainer(
-        **trainer_kwargs,
+        **trainer_kwargs(cfg.trainer),  # a DDP strategy with trainer.ddp_timeout_minutes
         max_epochs=stage_cfg.max_epochs,
         max_steps=stage_cfg.max_steps,
         default_root_dir=str(stage_dir),
