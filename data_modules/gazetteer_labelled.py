@@ -132,6 +132,8 @@ class GazetteerDataModule(TrainValWindowLoaders, pl.LightningDataModule):
             "keep_raw": True,
         }
 
+    cache_progress = False  # progress bars while the token cache builds: cofee-build-cache turns them on
+
     def ensure_cache(self) -> Path:
         """The token cache of this corpus, tokenizer and windowing (built by the first process to ask)."""
         return ensure_token_cache(
@@ -142,6 +144,7 @@ class GazetteerDataModule(TrainValWindowLoaders, pl.LightningDataModule):
             self.tokenizer,
             self.cache_settings(),
             int(getattr(self.anchors, "num_proc", 1)),
+            progress=self.cache_progress,
         )
 
     def setup(self, stage: str | None = None) -> None:

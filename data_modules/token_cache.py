@@ -204,8 +204,10 @@ def ensure_token_cache(
     tokenizer,
     settings: dict,
     num_proc: int = 1,
+    progress: bool = False,
 ) -> Path:
-    """The cache folder of this corpus, tokenizer and settings; built first if missing.
+    """The cache folder of this corpus, tokenizer and settings; built first if missing (with progress
+    bars when `progress`: `cofee-build-cache`; inside training they would interleave across ranks).
 
     `settings`: scheme, label2id, max_length, dev_fraction, split_seed and `mapping` (how corpus spans
     become entity spans: {kind: anchors, span_kinds, entity_type} or {kind: labelled, types,
@@ -223,7 +225,9 @@ def ensure_token_cache(
         tmp = root / f".{key}.tmp-{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)
         try:
-            manifest = _build(tmp, Path(source_dir), source_manifest, check, tokenizer, settings, num_proc)
+            manifest = _build(
+                tmp, Path(source_dir), source_manifest, check, tokenizer, settings, num_proc, progress
+            )
             atomic_write_json(tmp / MANIFEST, {**manifest, "key": key, "inputs": inputs})
             os.replace(tmp, folder)
         finally:
@@ -231,7 +235,9 @@ def ensure_token_cache(
     return folder
 
 
-def _build(tmp: Path, source_dir: Path, source_manifest: dict, check, tokenizer, settings, num_proc) -> dict:
+def _build(
+    tmp: Path, source_dir: Path, source_manifest: dict, check, tokenizer, settings, num_proc, progress=False
+) -> dict:
     import datasets
     from datasets import Dataset
 
@@ -247,7 +253,10 @@ def _build(tmp: Path, source_dir: Path, source_manifest: dict, check, tokenizer,
     split = {"dev_fraction": settings["dev_fraction"], "split_seed": settings["split_seed"]}
     mapping = {**settings["mapping"], "keep_raw": settings.get("keep_raw", False)}
     was_enabled = datasets.is_progress_bar_enabled()
-    datasets.disable_progress_bars()
+    if progress:
+        datasets.enable_progress_bars()
+    else:
+        datasets.disable_progress_bars()
     try:
         sentences = Dataset.from_generator(
             _read_sentences,
@@ -263,6 +272,7 @@ def _build(tmp: Path, source_dir: Path, source_manifest: dict, check, tokenizer,
                 lambda flags, want=want: [f == want for f in flags],
                 input_columns="val",
                 batched=True,
+                desc=f"{name} sentences",
                 num_proc=procs if procs > 1 else None,
             ).flatten_indices()
             windows = part.map(
@@ -273,6 +283,7 @@ def _build(tmp: Path, source_dir: Path, source_manifest: dict, check, tokenizer,
                 remove_columns=part.column_names,
                 fn_kwargs={"tokenizer": tokenizer, "settings": settings},
                 features=_features(),
+                desc=f"{name} windows",
                 num_proc=procs if procs > 1 else None,
                 new_fingerprint=stable_hash([name, settings, str(tmp)]),
             )
@@ -285,6 +296,8 @@ def _build(tmp: Path, source_dir: Path, source_manifest: dict, check, tokenizer,
     finally:
         if was_enabled:
             datasets.enable_progress_bars()
+        else:
+            datasets.disable_progress_bars()
     shutil.rmtree(hf_cache, ignore_errors=True)
     seconds = round(time.time() - started, 2)
     log.info("token cache %s: %s in %.1f s (%d processes)", tmp.name, counts, seconds, procs)

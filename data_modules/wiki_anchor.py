@@ -111,6 +111,8 @@ class WikiAnchorDataModule(TrainValWindowLoaders, pl.LightningDataModule):
             },
         }
 
+    cache_progress = False  # progress bars while the token cache builds: cofee-build-cache turns them on
+
     def ensure_cache(self) -> Path:
         """The token cache of this corpus, tokenizer and windowing (built by the first process to ask)."""
         return ensure_token_cache(
@@ -121,6 +123,7 @@ class WikiAnchorDataModule(TrainValWindowLoaders, pl.LightningDataModule):
             self.tokenizer,
             self.cache_settings(),
             self.num_proc,
+            progress=self.cache_progress,
         )
 
     def setup(self, stage: str | None = None) -> None:

@@ -106,6 +106,7 @@ def build(job: CacheJob, what: str) -> None:
     before = {path.name for path in root.iterdir()} if root.is_dir() else set()
     started = time.perf_counter()
     log.info("%s: preparing the corpus and token cache of %s", what, ", ".join(job.stages))
+    job.datamodule.cache_progress = True  # one process: the datasets progress bars are readable
     with heartbeat(f"{what}: {', '.join(job.stages)}"):
         job.datamodule.prepare_data()
     job.seconds = time.perf_counter() - started

@@ -53,6 +53,7 @@ def test_pretrain_finds_every_cache_the_command_built(tmp_path, compose_cfg, mon
     # one cache for ESI (the anchor corpus), one shared by NEE and FET (the labelled corpus)
     assert [line.split(":")[0] for line in lines] == ["token cache of esi", "token cache of nee, fet"]
     assert all(": built in " in line for line in lines), lines
+    assert "train windows" in done.stderr and "val windows" in done.stderr  # the build's progress bars
     assert sorted(line.split(": ")[2].split(" (")[0].rsplit("/", 1)[1] for line in lines) == sorted(built)
 
     def no_build(*args, **kwargs):
