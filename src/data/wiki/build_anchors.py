@@ -23,18 +23,21 @@ How it runs (memory stays flat whatever the dump size):
   ``_start_method``), ``apply_async`` into a bounded queue of in-flight chunks, at most
   ``2 x num_workers``; results are taken back in submission order, so the output is the same for
   every ``num_workers`` and start method. The main process keeps
-  only the serial work: decompressing, cutting, writing lines, the redirect map. With
+  only the serial work: decompressing, cutting, writing lines, filling the redirect map. With
   ``num_workers=1`` the same function runs in the main process, with no pool. A plain ``imap`` is
   not used because its feeder thread pulls the whole input without bound and turns a dump error into
   a pickled exception from a worker. A worker's XML error names the line in the whole file (each
   chunk carries its first line); when the main process hits a dump error, the chunks before it are
   finished first, so an earlier error wins, as in a serial read.
 * Redirects are resolved at write time: pass 1 writes the shards with link targets as written
-  (normalised) and collects the redirect map, ``{normalised redirect title: target}``; its size is
-  proportional to the number of redirect pages (about 10M titles, ~1-2 GB, for all of enwiki),
-  the one structure that grows with the dump. Pass 2 rewrites each shard, replacing targets that are
-  redirects (chains followed up to 8 hops). This avoids decompressing and parsing the dump twice,
-  which costs more than re-reading the (smaller) output.
+  (normalised) and collects the redirect map, ``{normalised redirect title: target}``. Its size is
+  proportional to the number of redirect pages (about 10M titles, ~1-2 GB as a dict, for all of
+  enwiki), so it is kept on disk, in an SQLite file of the temporary output folder
+  (``RedirectStore``), removed once pass 2 is done. Pass 2 rewrites each shard, replacing targets that
+  are redirects (chains followed up to 8 hops); it looks up the new targets of ``_LINES_PER_LOOKUP``
+  lines in a few queries (most targets are not redirects) and keeps up to ``_TARGET_CACHE`` answers.
+  This avoids decompressing and parsing the dump twice, which costs more than re-reading the
+  (smaller) output.
 
 A build that yields no article page, no sentence or no span is an ``InputFileError`` naming the dump
 (a wrong file, a wrong namespace, settings that keep nothing), and leaves no corpus.
@@ -46,8 +49,10 @@ page's own title. ``min_anchors_per_sentence`` counts spans of every kind.
 from __future__ import annotations
 
 import collections
+import ctypes
 import gc
 import importlib.util
+import itertools
 import json
 import logging
 import multiprocessing
@@ -64,6 +69,7 @@ from cofee.config import AnchorBuildConfig
 from cofee.data.built_data import ShardWriter, iter_shard_records, read_manifest, up_to_date
 from cofee.data.ordered_pool import OrderedPool
 from cofee.data.wiki.dump import CHUNK_BYTES, Chunk, DumpReader, PageParser, Streams, dump_progress_bar
+from cofee.data.wiki.redirect_store import RedirectStore
 from cofee.data.wiki.sentences import split_sentences
 from cofee.data.wiki.wikitext import WikitextCleaner, normalize_title
 from cofee.utils.errors import CofeeError, ConfigError, InputFileError
@@ -86,6 +92,9 @@ KINDS = ("anchor", "repeat", "title")
 GENSIM_SAMPLE = "enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2"
 _CHUNK_BYTES = CHUNK_BYTES  # decompressed XML per chunk, one task of a worker (tests shrink it)
 _MAX_REDIRECT_HOPS = 8
+_LINES_PER_LOOKUP = 1000  # corpus lines of pass 2 whose targets are looked up together
+_TARGET_CACHE = 50_000  # pass 2's known targets (~5 MB); the most linked come back in every block
+_REDIRECT_STORE = "redirects.sqlite"  # in the temporary output folder, removed before it is renamed
 # "Word" characters that are not CJK: a repeat/title match must not touch one of these, so
 # "York" never matches inside "Yorkshire"; CJK text (no spaces) needs no boundary.
 _CJK = "\u2e80-\u9fff\uac00-\ud7af\uf900-\ufaff\U00020000-\U0002fa1f"
@@ -246,6 +255,7 @@ def _start_pool(num_workers: int, parser: PageParser, config: AnchorBuildConfig)
 def _init_worker(parser: PageParser, config_dict: dict[str, Any]) -> None:
     global _WORKER_STATE
     _WORKER_STATE = (parser, WikitextCleaner(parser.namespaces), AnchorBuildConfig(**config_dict))
+    _unmap_large_blocks_on_free()
 
 
 def _process_chunk(chunk: Chunk | Streams):
@@ -253,8 +263,41 @@ def _process_chunk(chunk: Chunk | Streams):
     return _process_chunk_with(chunk, *_WORKER_STATE)
 
 
+# -- resident memory -------------------------------------------------------------------------------
+# A task of a multistream dump is MBs: whole bz2 streams, their XML, the pickled lines. glibc serves
+# such blocks with mmap (given back on free) only until the first ones are freed; it then raises its
+# threshold and takes them from the heap, whose freed pages stay resident, so the build's memory crept
+# up with the number of tasks. Elsewhere than glibc these do nothing.
+def _glibc_malloc_function(name: str):
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        return getattr(ctypes.CDLL(None), name)
+    except (OSError, AttributeError):  # not glibc (musl has neither function)
+        return None
+
+
+_M_MMAP_THRESHOLD = -3  # mallopt parameter, malloc.h
+_MALLOC_TRIM = _glibc_malloc_function("malloc_trim")
+
+
+def _unmap_large_blocks_on_free() -> None:
+    """In a worker: blocks over 128 KiB always mmap-ed. Not in the main process, which may be a
+    training process: its allocation policy is left alone."""
+    mallopt = _glibc_malloc_function("mallopt")
+    if mallopt is not None:
+        mallopt(_M_MMAP_THRESHOLD, 128 * 1024)
+
+
+def _return_freed_memory() -> None:
+    """In the main process, after each written result: hand the heap's free pages back to the OS."""
+    if _MALLOC_TRIM is not None:
+        _MALLOC_TRIM(0)
+
+
 # -- output ----------------------------------------------------------------------------------------
-def _resolve(target: str, redirects: dict[str, str]) -> str:
+def _resolve(target: str, redirects: RedirectStore | dict[str, str]) -> str:
+    """Follow ``target``'s redirects, at most ``_MAX_REDIRECT_HOPS`` hops (a cycle stops there)."""
     hops = 0
     while hops < _MAX_REDIRECT_HOPS:
         nxt = redirects.get(target)
@@ -265,38 +308,58 @@ def _resolve(target: str, redirects: dict[str, str]) -> str:
     return target
 
 
-def _resolve_redirects(folder: Path, shards: list[dict[str, Any]], redirects: dict[str, str]) -> int:
+def _resolve_redirects(folder: Path, shards: list[dict[str, Any]], redirects: RedirectStore) -> int:
     """Pass 2: rewrite shards with redirect targets resolved; returns the number of anchors changed."""
     resolved = 0
     if not redirects:
         return 0
+    final_of: dict[str, str] = {}  # target -> final target (itself if no redirect); cleared when full
     for shard in shards:
         path = folder / shard["file"]
         tmp = path.with_suffix(".tmp")
         with open(path, encoding="utf-8") as src, open(tmp, "w", encoding="utf-8") as dst:
-            for line in src:
-                record = json.loads(line)
-                changed = False
-                for span in record["spans"]:
-                    target = span[2]
-                    if target in redirects:
-                        new = _resolve(target, redirects)
+            while lines := list(itertools.islice(src, _LINES_PER_LOOKUP)):
+                records = [json.loads(line) for line in lines]
+                unknown = {span[2] for record in records for span in record["spans"]} - final_of.keys()
+                first_hops = redirects.targets_of(unknown)
+                final_of.update((t, _resolve(t, redirects) if t in first_hops else t) for t in unknown)
+                for line, record in zip(lines, records, strict=True):
+                    changed = False
+                    for span in record["spans"]:
+                        target = span[2]
+                        new = final_of[target]
                         if new != target:
                             span[2] = new
                             changed = True
                             if span[3] == "anchor":
                                 resolved += 1
-                dst.write(json.dumps(record, ensure_ascii=False) + "\n" if changed else line)
+                    dst.write(json.dumps(record, ensure_ascii=False) + "\n" if changed else line)
+                if len(final_of) > _TARGET_CACHE:
+                    final_of.clear()
         os.replace(tmp, path)
     return resolved
 
 
 # -- the build -------------------------------------------------------------------------------------
 def _build_into(folder: Path, dump_path: Path, config: AnchorBuildConfig, num_workers: int, progress: bool):
+    with RedirectStore(folder / _REDIRECT_STORE) as redirects:
+        counts, shards = _write_shards(folder, dump_path, config, num_workers, progress, redirects)
+        counts["anchor_targets_resolved_via_redirect"] = _resolve_redirects(folder, shards, redirects)
+    return counts, shards
+
+
+def _write_shards(
+    folder: Path,
+    dump_path: Path,
+    config: AnchorBuildConfig,
+    num_workers: int,
+    progress: bool,
+    redirects: RedirectStore,
+):
+    """Pass 1: the shards, with link targets as written; the dump's redirects go to ``redirects``."""
     reader = DumpReader(dump_path, chunk_bytes=_CHUNK_BYTES)
     writer = ShardWriter(folder, config.shard_size)
     counts: collections.Counter = collections.Counter()
-    redirects: dict[str, str] = {}
     state = None
     bar = None
     if progress:
@@ -307,7 +370,7 @@ def _build_into(folder: Path, dump_path: Path, config: AnchorBuildConfig, num_wo
         lines, chunk_counts, chunk_redirects = result
         writer.write(lines)
         counts.update(chunk_counts)
-        redirects.update(chunk_redirects)
+        redirects.add(chunk_redirects)
 
     pool = OrderedPool(
         num_workers,
@@ -323,6 +386,7 @@ def _build_into(folder: Path, dump_path: Path, config: AnchorBuildConfig, num_wo
             parser = reader.page_parser()
             state = (parser, WikitextCleaner(parser.namespaces), config)
         pool.submit(chunk)
+        _return_freed_memory()  # the results just written
         if bar is not None:
             position = reader.position()
             bar.update(position - last_position)
@@ -347,7 +411,6 @@ def _build_into(folder: Path, dump_path: Path, config: AnchorBuildConfig, num_wo
         writer.close()
         if bar is not None:
             bar.close()
-    counts["anchor_targets_resolved_via_redirect"] = _resolve_redirects(folder, writer.shards, redirects)
     return counts, writer.shards
 
 

@@ -1,0 +1,89 @@
+"""The redirect map of an anchor-corpus build, ``{normalised redirect title: target}``, on disk.
+
+All of English Wikipedia has about 10M redirects, 1-2 GB as a Python dict: the one structure of the
+build that grows with the dump. In an SQLite file (one table, the title its primary key) the process
+holds only SQLite's page cache (~2 MB) whatever the number of titles. The file is scratch: it is
+written with no journal and no fsync, and belongs in the build's temporary folder, so that ``close``
+(leaving the ``with`` block) removes it and a killed build's folder is removed whole by the next build.
+
+Titles are stored as UTF-8 bytes with ``surrogatepass``, so any ``str`` a dict accepts is a key here
+too, compared exactly as the dict compares it.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterable
+from pathlib import Path
+
+# Titles per lookup query: under SQLite's limit on bound parameters (999 before SQLite 3.32).
+_TITLES_PER_QUERY = 500
+
+
+def _key(title: str) -> bytes:
+    return title.encode("utf-8", "surrogatepass")
+
+
+def _title(key: bytes) -> str:
+    return key.decode("utf-8", "surrogatepass")
+
+
+class RedirectStore:
+    """``add`` pairs while reading the dump (one transaction for them all); then ``get`` one title,
+    or ``targets_of`` many in a few queries. A later pair replaces an earlier one of the same source,
+    as ``dict.update`` does."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self._db = sqlite3.connect(self.path)
+        self._db.execute("PRAGMA journal_mode=OFF")  # scratch: a crash loses only a file thrown away
+        self._db.execute("PRAGMA synchronous=OFF")
+        self._db.execute(
+            "CREATE TABLE redirects (source BLOB PRIMARY KEY, target BLOB NOT NULL) WITHOUT ROWID"
+        )
+        self._empty = True
+
+    def add(self, pairs: Iterable[tuple[str, str]]) -> None:
+        rows = [(_key(source), _key(target)) for source, target in pairs]
+        if rows:
+            # the sqlite3 module opens a transaction before the first insert; it stays open until a read
+            self._db.executemany("INSERT OR REPLACE INTO redirects VALUES (?, ?)", rows)
+            self._empty = False
+
+    def __bool__(self) -> bool:
+        return not self._empty
+
+    def _reading(self) -> sqlite3.Connection:
+        if self._db.in_transaction:
+            self._db.commit()
+        return self._db
+
+    def get(self, title: str) -> str | None:
+        row = (
+            self._reading()
+            .execute("SELECT target FROM redirects WHERE source = ?", (_key(title),))
+            .fetchone()
+        )
+        return None if row is None else _title(row[0])
+
+    def targets_of(self, titles: Iterable[str]) -> dict[str, str]:
+        """``{title: its redirect target}`` for those of ``titles`` that are redirects (most are not)."""
+        db = self._reading()
+        keys = sorted({_key(title) for title in titles})  # in key order, the B-tree is read in one sweep
+        found: dict[str, str] = {}
+        for start in range(0, len(keys), _TITLES_PER_QUERY):
+            batch = keys[start : start + _TITLES_PER_QUERY]
+            query = f"SELECT source, target FROM redirects WHERE source IN ({','.join('?' * len(batch))})"
+            found.update((_title(source), _title(target)) for source, target in db.execute(query, batch))
+        return found
+
+    def close(self) -> None:
+        """Close the database and remove its file."""
+        self._db.close()
+        self.path.unlink(missing_ok=True)
+
+    def __enter__(self) -> RedirectStore:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
