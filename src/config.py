@@ -777,6 +777,10 @@ class StudyConfig(GoldRunConfig):
     # data.split_dir, any other seed k in <data.split_dir>-seed<k> (rows carry it in their `split` column)
     split_seeds: list[int] = field(default_factory=lambda: [0])
 
+    def selected_variants(self) -> list[str]:
+        """The variants this study trains and reports: `only`'s, in `variants` order (all when empty)."""
+        return [name for name in self.variants if not self.only or name in self.only]
+
     def validate(self) -> None:
         """The checks relating the study's keys (`cofee.experiments.study` calls it before any work)."""
         if not self.block or not self.block.replace("-", "").replace("_", "").isalnum():

@@ -60,14 +60,14 @@ def variant_settings(study: StudyConfig, variant: str) -> str:
 
 
 def current_rows(study: StudyConfig, rows: list[StudyRow]) -> list[StudyRow]:
-    """The rows of the study's variants, seeds, budgets and splits at its current settings, in the
-    config's variant order (a results file may also hold rows of earlier settings, which must not be
-    averaged in, or of seeds beyond those a report is asked for, e.g. `seeds=[1,2,3]` while seed 4 is
-    half done)."""
+    """The rows of the study's variants (`only`'s), seeds, budgets and splits at its current settings,
+    in the config's variant order (a results file may also hold rows of earlier settings, which must not
+    be averaged in, of variants another study trained, or of seeds beyond those a report is asked for,
+    e.g. `seeds=[1,2,3]` while seed 4 is half done)."""
     settings = {}
     for split in study.split_seeds:
         on = on_split(study, split)
-        settings |= {(split, v): variant_settings(on, v) for v in on.variants}
+        settings |= {(split, v): variant_settings(on, v) for v in on.selected_variants()}
     budgets, seeds = set(study_budgets(study)), set(study.seeds)
     order = {v: i for i, v in enumerate(study.variants)}  # tables and plot list variants as the config does
     kept = (
@@ -320,7 +320,7 @@ def run_study(study: StudyConfig, trainer_kwargs: dict | None = None) -> list[St
     rows = read_rows(results)
     done = {_key(r) for r in rows}
     budgets = study_budgets(study)
-    variants = [name for name in study.variants if not study.only or name in study.only]
+    variants = study.selected_variants()
     splits, encoders, settings = {}, {}, {}
     for split in study.split_seeds:
         on = on_split(study, split)
@@ -623,7 +623,8 @@ def _plot_lines(
     style: str = "-",
     labelled: bool = True,
 ) -> None:
-    """One line per variant through (budget, mean), with mean ± spread shaded."""
+    """One line per variant through (budget, mean), with mean ± spread shaded (an error bar where a
+    variant has one budget)."""
     for variant in variants:
         points = sorted((b, cell) for (v, _, b), cell in cells.items() if v == variant)
         if not points:
@@ -635,6 +636,9 @@ def _plot_lines(
         label = variant if labelled else None
         ax.plot(xs, mean, marker="o", label=label, color=colors[variant], linestyle=style)
         ax.fill_between(xs, low, high, alpha=0.15, color=colors[variant])
+        if len(xs) == 1:  # a band over one budget has no width: show the spread as an error bar
+            spread = [[mean[0] - low[0]], [high[0] - mean[0]]]
+            ax.errorbar(xs, mean, yerr=spread, fmt="none", ecolor=colors[variant], capsize=5, alpha=0.7)
 
 
 def _budget_axis(ax, protocol: str, budgets: list[float]) -> None:

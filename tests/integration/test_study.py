@@ -496,3 +496,19 @@ def test_study_gold_pretrains_nee_and_fet_with_the_replaced_loss_settings():
     assert len({default.run_name, *(r.run_name for r in roots.values())}) == 3
     assert gold.paired_with["esi_nee_fet"] == ["nee_no_balance", "nee_marginal"]
     check_marked_block(gold.readme, gold.block)  # docs/results.md holds its block
+
+
+def test_a_study_with_only_reports_its_own_variants_from_a_shared_results_file():
+    """study_quick reads rows merged from the main study: the variants it does not train stay out of its
+    tables, while the main study (no `only`) still reports every variant."""
+    from pathlib import Path
+
+    from cofee.experiments.study import current_rows, read_rows
+
+    repo = Path(__file__).resolve().parents[2]
+    rows = read_rows(repo / "results" / "study.csv")
+    with initialize_config_module(config_module="cofee.conf", version_base="1.3"):
+        quick = validate_study(compose(config_name="study_quick"))
+        full = validate_study(compose(config_name="study"))
+    assert {r.variant for r in current_rows(quick, rows)} == {"baseline", "esi_nee_fet"}
+    assert {r.variant for r in current_rows(full, rows)} == set(full.variants)
