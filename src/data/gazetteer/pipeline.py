@@ -30,6 +30,7 @@ def prepare_labelled_corpus(anchors, gazetteer: GazetteerDataConfig, progress: b
         user_lists_dir=gazetteer.user_lists_dir,
         types=list(gazetteer.types),
         progress=progress,
+        workers=gazetteer.workers,
     )
     return label_corpus(
         gazetteer.gazetteer_dir,

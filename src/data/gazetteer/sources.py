@@ -9,7 +9,9 @@ merges them. Sources (the names used in manifests and tables):
 * ``pycountry``: ISO 3166 country names (``name`` unless it is an inverted "Korea, Republic of",
   ``common_name``, ``official_name``) and subdivisions (LOC); ISO 639-1 language names (MISC).
 * ``wikipedia`` / ``wikipedia_redirect``: pages typed by their first infobox through the infobox
-  mapping; redirects to a typed page become aliases of the same type.
+  mapping; redirects to a typed page become aliases of the same type. ``WikipediaTyper.read_dump``
+  reads the dump in worker processes (the anchor build's chunks, ``OrderedPool`` and start method)
+  and merges their ``PagesTally``s in dump order: the same result for any number of workers.
 * ``user``: ``<TYPE>.txt`` or ``<TYPE>.lst`` files (type and extension in any case), one entry a line.
 * ``names_dataset`` gives no entries: its first and last names feed the matcher's name pattern (a
   first name alone is not a person mention; see matcher.py).
@@ -21,6 +23,7 @@ names some 60 certificate authorities), so ORG comes from Wikipedia infoboxes an
 from __future__ import annotations
 
 import collections
+import copy
 import gzip
 import importlib.resources
 import importlib.util
@@ -32,6 +35,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from cofee.data.wiki.dump import CHUNK_BYTES, Chunk, PageParser, Streams
 from cofee.utils.errors import InputFileError
 
 __all__ = [
@@ -43,6 +47,7 @@ __all__ = [
     "default_infobox_mapping_path",
     "normalize_infobox_name",
     "WikipediaTyper",
+    "PagesTally",
     "common_words",
     "one_word",
     "read_user_list",
@@ -316,26 +321,73 @@ class WikipediaTyper:
             if target in self.typed and source not in self.typed:
                 yield source, target
 
-    def read_dump(self, dump_path: str | Path, progress: bool = False) -> None:
+    def fresh(self) -> WikipediaTyper:
+        """An empty typer with this one's mapping, words to count, namespaces and compiled pattern:
+        what one chunk of the dump adds, to be ``merge``d back in dump order."""
+        if self._count_forms and self._cleaner is None:  # built once, shared by every part
+            from cofee.data.wiki.wikitext import WikitextCleaner
+
+            self._cleaner = WikitextCleaner(self.namespaces)
+        part = copy.copy(self)
+        part.typed, part.redirects = {}, {}
+        part.counts, part.unmapped = collections.Counter(), collections.Counter()
+        part.word_counts = collections.Counter()
+        return part
+
+    def tally(self) -> PagesTally:
+        return PagesTally(self.typed, self.redirects, self.counts, self.unmapped, self.word_counts)
+
+    def merge(self, part: PagesTally) -> None:
+        """Add the pages of a later part of the dump: the same result as adding them here one by one
+        (dicts keep a title's first place and its last value, counters keep first-seen order)."""
+        self.typed.update(part.typed)
+        self.redirects.update(part.redirects)
+        self.counts.update(part.counts)
+        self.unmapped.update(part.unmapped)
+        self.word_counts.update(part.word_counts)
+
+    def read_dump(self, dump_path: str | Path, progress: bool = False, workers: int = 1) -> None:
+        """Add every article page of the dump. With ``workers > 1`` the pages are parsed and typed in
+        a process pool, a chunk a task (a multistream dump's workers decompress their own streams),
+        and the parts are merged in dump order: the result is the same for any ``workers``."""
+        from cofee.data.ordered_pool import OrderedPool
         from cofee.data.wiki.dump import DumpReader, dump_progress_bar
 
-        reader = DumpReader(dump_path)
+        reader = DumpReader(dump_path, chunk_bytes=_CHUNK_BYTES)
         bar = dump_progress_bar(dump_path, "gazetteer: wikipedia") if progress else None
-        last = 0
-        try:
-            for page in reader:
-                if not self.namespaces:
-                    self.namespaces = dict(reader.namespaces)
-                self.add_page(page.title, page.redirect, page.text)
-                if bar is not None and self.counts["pages"] % 64 == 0:
-                    position = reader.position()
-                    bar.update(position - last)
-                    last = position
-            if bar is not None:
-                bar.update(Path(dump_path).stat().st_size - last)
-        finally:
-            if bar is not None:
-                bar.close()
+        parser: PageParser | None = None
+        with OrderedPool(
+            workers,
+            start=lambda: _start_pool(workers, parser, self),
+            remote=_type_chunk,
+            local=lambda chunk: _type_chunk_with(chunk, parser, self),
+            take=self.merge,
+        ) as pool:
+            try:
+                chunks = reader.chunks()
+                while True:
+                    try:
+                        chunk = next(chunks, None)
+                    except InputFileError:
+                        pool.drain()  # a serial read meets an error in an earlier chunk first: report it
+                        raise
+                    if chunk is None:
+                        break
+                    if parser is None:  # the header has been read: namespaces and root URI are known
+                        parser = reader.page_parser()
+                        self.namespaces = dict(reader.namespaces)
+                    pool.submit(chunk)
+                    if bar is not None:
+                        bar.update(reader.position() - bar.n)
+                        bar.set_postfix(
+                            pages=self.counts["pages"], typed=self.counts["typed_pages"], refresh=False
+                        )
+                pool.finish()
+                if bar is not None:
+                    bar.update(bar.total - bar.n)
+            finally:
+                if bar is not None:
+                    bar.close()
 
     def entries(self, strip_title_qualifier: bool = True) -> Iterator[RawEntry]:
         for title, (coarse, fine) in self.typed.items():
@@ -356,6 +408,62 @@ class WikipediaTyper:
             coarse, fine = self.typed[target]
             out[source] = (coarse, fine, True)
         return out
+
+
+class PagesTally(NamedTuple):
+    """What some pages add to a ``WikipediaTyper`` (titles, types, counts: no page text), in page order."""
+
+    typed: dict[str, tuple[str, str]]
+    redirects: dict[str, str]
+    counts: collections.Counter
+    unmapped: collections.Counter
+    word_counts: collections.Counter
+
+
+# -- the pass over the dump in worker processes: the anchor build's chunks, pool and start method ----
+_CHUNK_BYTES = CHUNK_BYTES  # XML per task of a worker (tests shrink it)
+_WORKER_STATE: tuple[PageParser, WikipediaTyper] | None = None
+
+
+def _type_chunk_with(chunk: Chunk | Streams, parser: PageParser, typer: WikipediaTyper) -> PagesTally:
+    part = typer.fresh()
+    for pages, _skipped in parser.iter_parse(chunk):
+        for page in pages:
+            part.add_page(page.title, page.redirect, page.text)
+    return part.tally()
+
+
+def _init_worker(parser: PageParser, mapping: dict[str, str | None], count_words: set[str] | None) -> None:
+    global _WORKER_STATE
+    typer = WikipediaTyper(mapping, count_words)
+    typer.namespaces = dict(parser.namespaces)
+    _WORKER_STATE = (parser, typer)
+
+
+def _type_chunk(chunk: Chunk | Streams) -> PagesTally:
+    assert _WORKER_STATE is not None, "worker not initialised"
+    return _type_chunk_with(chunk, *_WORKER_STATE)
+
+
+def _start_pool(workers: int, parser: PageParser | None, typer: WikipediaTyper):
+    import gc
+    import multiprocessing
+
+    from cofee.data.wiki import build_anchors
+
+    assert parser is not None, "pool started before the dump's header was read"
+    method = build_anchors._start_method()
+    # A forked worker's collections skip the caller's frozen objects, so they are not copied on write.
+    freeze = method == "fork" and gc.get_freeze_count() == 0
+    if freeze:
+        gc.freeze()
+    try:
+        return multiprocessing.get_context(method).Pool(
+            workers, initializer=_init_worker, initargs=(parser, typer.mapping, typer._count_forms)
+        )
+    finally:
+        if freeze:
+            gc.unfreeze()
 
 
 def common_words(
