@@ -495,6 +495,7 @@ def test_study_gold_pretrains_nee_and_fet_with_the_replaced_loss_settings():
     # each rival pre-trains in a run folder of its own; ESI is the study's
     assert len({default.run_name, *(r.run_name for r in roots.values())}) == 3
     assert gold.paired_with["esi_nee_fet"] == ["nee_no_balance", "nee_marginal"]
+    assert gold.results == "results/study_gold.csv"  # never rewrites the published results/study.csv
     check_marked_block(gold.readme, gold.block)  # docs/results.md holds its block
 
 
