@@ -3,8 +3,29 @@
 from __future__ import annotations
 
 import collections
+import sys
 from collections.abc import Callable
 from typing import Any
+
+FORCED_START_METHOD: str | None = None  # None: start_method() picks (tests force each method)
+
+
+def start_method() -> str:
+    """``fork`` on Linux, else ``spawn``.
+
+    ``fork`` is the cheapest: a worker starts in milliseconds and imports nothing, whereas a ``spawn``
+    (or ``forkserver``) worker starts an interpreter and re-runs the caller's main script, which for
+    ``cofee-build-anchors`` imports cofee.config, so torch: seconds per worker. A ``forkserver`` that
+    preloads the main script pays that once but then forks workers from a process holding torch's
+    threads, so it is no safer. Forking a process with other threads (torch's OpenMP pool, the
+    pre-training process) is safe here because the workers run only the builds' stdlib code
+    (ElementTree/expat, re, json, pickle) and never touch torch, OpenMP or CUDA, the state a fork
+    leaves broken; glibc malloc and CPython's own locks are reset in the child (PyTorch's DataLoader
+    forks such processes by default too). macOS (system libraries are not fork-safe) and Windows spawn.
+    """
+    if FORCED_START_METHOD is not None:
+        return FORCED_START_METHOD
+    return "fork" if sys.platform.startswith("linux") else "spawn"
 
 
 class OrderedPool:

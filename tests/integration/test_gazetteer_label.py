@@ -7,6 +7,7 @@ import sys
 import pytest
 
 from cofee.config import AnchorBuildConfig, GazetteerBuildConfig, MatchConfig
+from cofee.data import ordered_pool
 from cofee.data.gazetteer.build import build_gazetteer
 from cofee.data.gazetteer.label import iter_labelled, label_corpus, load_labelled_manifest
 from cofee.data.gazetteer.report import gazetteer_tables
@@ -274,7 +275,6 @@ def test_anchor_corpus_and_raw_text_are_labelled_together(corpus):
 @pytest.mark.parametrize("method", ["fork", "spawn"])
 def test_labelling_in_worker_processes_gives_the_same_shards(corpus, monkeypatch, method):
     from cofee.data.gazetteer import label
-    from cofee.data.wiki import build_anchors
 
     raw = corpus / "raw.txt"
     raw.write_text(
@@ -289,7 +289,7 @@ def test_labelling_in_worker_processes_gives_the_same_shards(corpus, monkeypatch
         progress=False,
     )
     monkeypatch.setattr(label, "_BATCH", 1)  # one sentence a task: many in flight, out of order
-    monkeypatch.setattr(build_anchors, "_START_METHOD", method)
+    monkeypatch.setattr(ordered_pool, "FORCED_START_METHOD", method)
     two = label_corpus(
         corpus / "gaz",
         corpus / "two",

@@ -14,6 +14,7 @@ import sys
 import pytest
 
 from cofee.config import GazetteerBuildConfig, GazetteerDataConfig
+from cofee.data import ordered_pool
 from cofee.data.gazetteer import pipeline, sources
 from cofee.data.gazetteer.build import FILES, build_gazetteer
 from cofee.data.gazetteer.sources import WikipediaTyper, load_infobox_mapping
@@ -85,7 +86,7 @@ def test_worker_pass_is_the_page_by_page_pass(tmp_path, monkeypatch, pools_start
     reference = state(page_by_page(plain))
     dump = write_multistream_dump(plain.read_bytes(), tmp_path, pages_per_stream=pages_per_stream)
     monkeypatch.setattr(sources, "_CHUNK_BYTES", 1)  # one task per stream: many in flight
-    monkeypatch.setattr(build_anchors, "_START_METHOD", method)
+    monkeypatch.setattr(ordered_pool, "FORCED_START_METHOD", method)
     for source in (dump, plain):  # multistream: Streams; plain XML: the anchor build's page chunks
         for workers in (1, 2):
             typer = WikipediaTyper(mapping(), count_words=WORDS)

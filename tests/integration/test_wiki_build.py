@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from cofee.config import AnchorBuildConfig
+from cofee.data import ordered_pool
 from cofee.data.wiki import build_anchors as ba
 from cofee.data.wiki.build_anchors import build_anchor_corpus, iter_corpus, load_manifest
 from cofee.utils.errors import CofeeError, ConfigError, InputFileError
@@ -194,15 +195,15 @@ def test_every_start_method_gives_the_same_output(tmp_path, monkeypatch, method)
     config = AnchorBuildConfig(shard_size=4, min_anchors_per_sentence=0, min_sentence_chars=1)
     one = build(tmp_path / "one", config, num_workers=1)
     monkeypatch.setattr(ba, "_CHUNK_BYTES", 1)  # one chunk a page
-    monkeypatch.setattr(ba, "_START_METHOD", method)
+    monkeypatch.setattr(ordered_pool, "FORCED_START_METHOD", method)
     two = build(tmp_path / "two", config, num_workers=2)
     assert one["counts"] == two["counts"] and one["shards"] == two["shards"]
     assert shard_bytes(tmp_path / "one") == shard_bytes(tmp_path / "two")
 
 
 def test_default_start_method():
-    assert ba._START_METHOD is None
-    assert ba._start_method() == ("fork" if sys.platform.startswith("linux") else "spawn")
+    assert ordered_pool.FORCED_START_METHOD is None
+    assert ordered_pool.start_method() == ("fork" if sys.platform.startswith("linux") else "spawn")
 
 
 def test_workers_start_in_a_process_running_torch_threads(tmp_path, monkeypatch):

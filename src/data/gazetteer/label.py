@@ -30,7 +30,7 @@ process reads the input and hands out batches of ``_BATCH`` sentences (``apply_a
 ``2 x workers`` in flight, so memory stays flat), takes the labelled lines back in submission order
 and writes them, so the shards are the same, byte for byte, for every worker count. Workers are
 forked on Linux and inherit the matcher (its automaton is never pickled); elsewhere they are spawned
-and load the gazetteer themselves (the start method is the anchor build's, ``_start_method``).
+and load the gazetteer themselves (the start method is the anchor build's, ``start_method`` in cofee.data.ordered_pool).
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ from cofee.config import MatchConfig
 from cofee.data.built_data import ShardWriter, iter_shard_records, read_manifest, up_to_date
 from cofee.data.gazetteer.build import load_gazetteer, load_gazetteer_manifest
 from cofee.data.gazetteer.matcher import GazetteerMatcher
-from cofee.data.ordered_pool import OrderedPool
+from cofee.data.ordered_pool import OrderedPool, start_method
 from cofee.utils.errors import CofeeError, ConfigError, InputFileError
 from cofee.utils.io import atomic_directory, atomic_write_json, sha256_file, stable_hash
 
@@ -160,9 +160,7 @@ def _label_batch(records: list[dict[str, Any]]):
 def _start_pool(workers: int, matcher: GazetteerMatcher, gazetteer_dir: Path, match: MatchConfig):
     """A pool whose workers hold ``matcher``: inherited when forked, rebuilt when spawned."""
     global _WORKER_MATCHER
-    from cofee.data.wiki import build_anchors
-
-    method = build_anchors._start_method()
+    method = start_method()
     freeze = method == "fork" and gc.get_freeze_count() == 0
     if method == "fork":
         _WORKER_MATCHER = matcher

@@ -449,10 +449,10 @@ def _start_pool(workers: int, parser: PageParser | None, typer: WikipediaTyper):
     import gc
     import multiprocessing
 
-    from cofee.data.wiki import build_anchors
+    from cofee.data.ordered_pool import start_method
 
     assert parser is not None, "pool started before the dump's header was read"
-    method = build_anchors._start_method()
+    method = start_method()
     # A forked worker's collections skip the caller's frozen objects, so they are not copied on write.
     freeze = method == "fork" and gc.get_freeze_count() == 0
     if freeze:

@@ -20,7 +20,7 @@ How it runs (memory stays flat whatever the dump size):
   Parsing the chunk's XML, splitting off redirects and cleaning the articles all happen in
   ``_process_chunk_with``, which returns the sentence lines, counts and the chunk's redirects.
 * With ``num_workers > 1`` that runs in a process pool (``fork`` on Linux, else ``spawn``: see
-  ``_start_method``), ``apply_async`` into a bounded queue of in-flight chunks, at most
+  ``start_method`` in cofee.data.ordered_pool), ``apply_async`` into a bounded queue of in-flight chunks, at most
   ``2 x num_workers``; results are taken back in submission order, so the output is the same for
   every ``num_workers`` and start method. The main process keeps
   only the serial work: decompressing, cutting, writing lines, filling the redirect map. With
@@ -67,7 +67,7 @@ from typing import Any
 
 from cofee.config import AnchorBuildConfig
 from cofee.data.built_data import ShardWriter, iter_shard_records, read_manifest, up_to_date
-from cofee.data.ordered_pool import OrderedPool
+from cofee.data.ordered_pool import OrderedPool, start_method
 from cofee.data.wiki.dump import CHUNK_BYTES, Chunk, DumpReader, PageParser, Streams, dump_progress_bar
 from cofee.data.wiki.redirect_store import RedirectStore
 from cofee.data.wiki.sentences import split_sentences
@@ -216,29 +216,10 @@ def _process_chunk_with(
 
 
 _WORKER_STATE: tuple[PageParser, WikitextCleaner, AnchorBuildConfig] | None = None
-_START_METHOD: str | None = None  # None: _start_method() picks (tests force each method)
-
-
-def _start_method() -> str:
-    """``fork`` on Linux, else ``spawn``.
-
-    ``fork`` is the cheapest: a worker starts in milliseconds and imports nothing, whereas a ``spawn``
-    (or ``forkserver``) worker starts an interpreter and re-runs the caller's main script, which for
-    ``cofee-build-anchors`` imports cofee.config, so torch: seconds per worker. A ``forkserver`` that
-    preloads the main script pays that once but then forks workers from a process holding torch's
-    threads, so it is no safer. Forking a process with other threads (torch's OpenMP pool, the
-    pre-training process) is safe here because the workers run only this module's stdlib code
-    (ElementTree/expat, re, json, pickle) and never touch torch, OpenMP or CUDA, the state a fork
-    leaves broken; glibc malloc and CPython's own locks are reset in the child (PyTorch's DataLoader
-    forks such processes by default too). macOS (system libraries are not fork-safe) and Windows spawn.
-    """
-    if _START_METHOD is not None:
-        return _START_METHOD
-    return "fork" if sys.platform.startswith("linux") else "spawn"
 
 
 def _start_pool(num_workers: int, parser: PageParser, config: AnchorBuildConfig):
-    method = _start_method()
+    method = start_method()
     # A forked worker's collections skip the caller's frozen objects, so they are not copied on write.
     freeze = method == "fork" and gc.get_freeze_count() == 0
     if freeze:
