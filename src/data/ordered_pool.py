@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import collections
+import gc
+import multiprocessing
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 FORCED_START_METHOD: str | None = None  # None: start_method() picks (tests force each method)
@@ -26,6 +28,20 @@ def start_method() -> str:
     if FORCED_START_METHOD is not None:
         return FORCED_START_METHOD
     return "fork" if sys.platform.startswith("linux") else "spawn"
+
+
+def start_pool(workers: int, initializer: Callable, initargs: tuple):
+    """A process pool of `start_method()`'s workers. While it forks, the caller's objects are frozen,
+    so a forked worker's collections skip them and do not copy their pages on write."""
+    method = start_method()
+    freeze = method == "fork" and gc.get_freeze_count() == 0
+    if freeze:
+        gc.freeze()
+    try:
+        return multiprocessing.get_context(method).Pool(workers, initializer=initializer, initargs=initargs)
+    finally:
+        if freeze:
+            gc.unfreeze()
 
 
 class OrderedPool:
@@ -55,6 +71,19 @@ class OrderedPool:
         self.pending.append(self.pool.apply_async(self.remote, (task,)))
         while len(self.pending) >= 2 * self.workers:
             self.take(self.pending.popleft().get())
+
+    def read(self, tasks: Iterator[Any], drain_on: type[BaseException]) -> Iterator[Any]:
+        """`tasks` one at a time. When reading the next one raises `drain_on`, the tasks in flight are
+        taken first: a serial run would have met an error of theirs, earlier in input order, first."""
+        while True:
+            try:
+                task = next(tasks, None)
+            except drain_on:
+                self.drain()
+                raise
+            if task is None:
+                return
+            yield task
 
     def drain(self) -> None:
         """Take every result still in flight (also before re-raising an error met in the input)."""

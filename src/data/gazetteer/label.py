@@ -36,11 +36,9 @@ and load the gazetteer themselves (the start method is the anchor build's, ``sta
 from __future__ import annotations
 
 import collections
-import gc
 import itertools
 import json
 import logging
-import multiprocessing
 import sys
 import time
 from collections.abc import Iterator
@@ -52,7 +50,7 @@ from cofee.config import MatchConfig
 from cofee.data.built_data import ShardWriter, iter_shard_records, read_manifest, up_to_date
 from cofee.data.gazetteer.build import load_gazetteer, load_gazetteer_manifest
 from cofee.data.gazetteer.matcher import GazetteerMatcher
-from cofee.data.ordered_pool import OrderedPool, start_method
+from cofee.data.ordered_pool import OrderedPool, start_method, start_pool
 from cofee.utils.errors import CofeeError, ConfigError, InputFileError
 from cofee.utils.io import atomic_directory, atomic_write_json, sha256_file, stable_hash
 
@@ -160,20 +158,12 @@ def _label_batch(records: list[dict[str, Any]]):
 def _start_pool(workers: int, matcher: GazetteerMatcher, gazetteer_dir: Path, match: MatchConfig):
     """A pool whose workers hold ``matcher``: inherited when forked, rebuilt when spawned."""
     global _WORKER_MATCHER
-    method = start_method()
-    freeze = method == "fork" and gc.get_freeze_count() == 0
-    if method == "fork":
-        _WORKER_MATCHER = matcher
-    if freeze:
-        gc.freeze()  # forked workers then do not copy the matcher's objects on a collection
+    if start_method() == "fork":
+        _WORKER_MATCHER = matcher  # inherited by the forked workers, frozen with the caller's objects
     try:
-        return multiprocessing.get_context(method).Pool(
-            workers, initializer=_init_worker, initargs=(str(gazetteer_dir), asdict(match))
-        )
+        return start_pool(workers, _init_worker, (str(gazetteer_dir), asdict(match)))
     finally:
         _WORKER_MATCHER = None
-        if freeze:
-            gc.unfreeze()
 
 
 def _iter_raw(path: Path, counts: collections.Counter) -> Iterator[dict[str, Any]]:

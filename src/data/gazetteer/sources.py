@@ -364,15 +364,7 @@ class WikipediaTyper:
             take=self.merge,
         ) as pool:
             try:
-                chunks = reader.chunks()
-                while True:
-                    try:
-                        chunk = next(chunks, None)
-                    except InputFileError:
-                        pool.drain()  # a serial read meets an error in an earlier chunk first: report it
-                        raise
-                    if chunk is None:
-                        break
+                for chunk in pool.read(reader.chunks(), drain_on=InputFileError):
                     if parser is None:  # the header has been read: namespaces and root URI are known
                         parser = reader.page_parser()
                         self.namespaces = dict(reader.namespaces)
@@ -446,24 +438,10 @@ def _type_chunk(chunk: Chunk | Streams) -> PagesTally:
 
 
 def _start_pool(workers: int, parser: PageParser | None, typer: WikipediaTyper):
-    import gc
-    import multiprocessing
-
-    from cofee.data.ordered_pool import start_method
+    from cofee.data.ordered_pool import start_pool
 
     assert parser is not None, "pool started before the dump's header was read"
-    method = start_method()
-    # A forked worker's collections skip the caller's frozen objects, so they are not copied on write.
-    freeze = method == "fork" and gc.get_freeze_count() == 0
-    if freeze:
-        gc.freeze()
-    try:
-        return multiprocessing.get_context(method).Pool(
-            workers, initializer=_init_worker, initargs=(parser, typer.mapping, typer._count_forms)
-        )
-    finally:
-        if freeze:
-            gc.unfreeze()
+    return start_pool(workers, _init_worker, (parser, typer.mapping, typer._count_forms))
 
 
 def common_words(

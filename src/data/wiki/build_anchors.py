@@ -50,12 +50,10 @@ from __future__ import annotations
 
 import collections
 import ctypes
-import gc
 import importlib.util
 import itertools
 import json
 import logging
-import multiprocessing
 import os
 import re
 import sys
@@ -67,7 +65,7 @@ from typing import Any
 
 from cofee.config import AnchorBuildConfig
 from cofee.data.built_data import ShardWriter, iter_shard_records, read_manifest, up_to_date
-from cofee.data.ordered_pool import OrderedPool, start_method
+from cofee.data.ordered_pool import OrderedPool, start_pool
 from cofee.data.wiki.dump import CHUNK_BYTES, Chunk, DumpReader, PageParser, Streams, dump_progress_bar
 from cofee.data.wiki.redirect_store import RedirectStore
 from cofee.data.wiki.sentences import split_sentences
@@ -219,18 +217,7 @@ _WORKER_STATE: tuple[PageParser, WikitextCleaner, AnchorBuildConfig] | None = No
 
 
 def _start_pool(num_workers: int, parser: PageParser, config: AnchorBuildConfig):
-    method = start_method()
-    # A forked worker's collections skip the caller's frozen objects, so they are not copied on write.
-    freeze = method == "fork" and gc.get_freeze_count() == 0
-    if freeze:
-        gc.freeze()
-    try:
-        return multiprocessing.get_context(method).Pool(
-            num_workers, initializer=_init_worker, initargs=(parser, asdict(config))
-        )
-    finally:
-        if freeze:
-            gc.unfreeze()
+    return start_pool(num_workers, _init_worker, (parser, asdict(config)))
 
 
 def _init_worker(parser: PageParser, config_dict: dict[str, Any]) -> None:
@@ -376,16 +363,7 @@ def _write_shards(
 
     try:
         with pool:
-            chunks = reader.chunks()
-            while True:
-                try:
-                    chunk = next(chunks, None)
-                except InputFileError:
-                    # a serial read would have met an error in an earlier chunk first: report that one
-                    pool.drain()
-                    raise
-                if chunk is None:
-                    break
+            for chunk in pool.read(reader.chunks(), drain_on=InputFileError):
                 submit(chunk)
             pool.finish()
     finally:
