@@ -111,26 +111,32 @@ def child_setup(corpus: str, cache: str, num_proc: str) -> None:
 
     tokenizer = load_tokenizer(EncoderConfig())
     label2id = {name: i for i, name in enumerate(label_names("BIO", ["ENT"]))}
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    started = time.perf_counter()
-    dm = WikiAnchorDataModule(
-        tokenizer, label2id, corpus, cache_dir=cache, max_train_sentences=None, num_proc=int(num_proc)
-    )
-    dm.setup("fit")
-    seconds = time.perf_counter() - started
-    batch = next(iter(dm.train_dataloader()))  # reading works
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    print(
-        json.dumps(
-            {
-                "seconds": seconds,
-                "rss_mib": peak / 1024,
-                "rss_before_mib": before / 1024,
-                "windows": len(dm.train_windows) + len(dm.val_windows),
-                "batch": list(batch["input_ids"].shape),
-            }
+    _, _, report = _timed_setup(
+        lambda: WikiAnchorDataModule(
+            tokenizer, label2id, corpus, cache_dir=cache, max_train_sentences=None, num_proc=int(num_proc)
         )
     )
+    print(json.dumps(report))
+
+
+def _timed_setup(make_datamodule) -> tuple:
+    """Build and set up a data module in this process, then read one batch (reading works): the
+    module, the batch and the report every child prints (seconds, peak RSS, windows, batch shape)."""
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    started = time.perf_counter()
+    dm = make_datamodule()
+    dm.setup("fit")
+    seconds = time.perf_counter() - started
+    batch = next(iter(dm.train_dataloader()))
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    report = {
+        "seconds": seconds,
+        "rss_mib": peak / 1024,
+        "rss_before_mib": before / 1024,
+        "windows": len(dm.train_windows) + len(dm.val_windows),
+        "batch": list(batch["input_ids"].shape),
+    }
+    return dm, batch, report
 
 
 def child_fet_setup(corpus: str, cache: str, num_proc: str) -> None:
@@ -140,35 +146,23 @@ def child_fet_setup(corpus: str, cache: str, num_proc: str) -> None:
     from cofee.models.encoder import load_tokenizer
 
     tokenizer = load_tokenizer(EncoderConfig())
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    started = time.perf_counter()
-    dm = ClusterDataModule(
-        tokenizer,
-        FET_TYPES,
-        GazetteerDataConfig(labelled_dir=corpus),
-        AnchorDataConfig(cache_dir=cache, num_proc=int(num_proc)),
-        max_train_sentences=None,
-    )
-    dm.setup("fit")
-    seconds = time.perf_counter() - started
-    batch = next(iter(dm.train_dataloader()))  # reading works, span ids included
-    last = dm.num_spans - 1
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    print(
-        json.dumps(
-            {
-                "seconds": seconds,
-                "rss_mib": peak / 1024,
-                "rss_before_mib": before / 1024,
-                "windows": len(dm.train_windows) + len(dm.val_windows),
-                "spans": dm.num_spans,
-                "last_span": [dm.span_types[last], dm.span_fine_types[last], dm.span_sources[last]],
-                "span_columns_seconds": dm.span_columns.manifest["seconds"],
-                "batch": list(batch["input_ids"].shape),
-                "batch_span_ids": sum(len(ids) for ids in batch["span_ids"]),
-            }
+    dm, batch, report = _timed_setup(
+        lambda: ClusterDataModule(
+            tokenizer,
+            FET_TYPES,
+            GazetteerDataConfig(labelled_dir=corpus),
+            AnchorDataConfig(cache_dir=cache, num_proc=int(num_proc)),
+            max_train_sentences=None,
         )
     )
+    last = dm.num_spans - 1
+    report |= {
+        "spans": dm.num_spans,
+        "last_span": [dm.span_types[last], dm.span_fine_types[last], dm.span_sources[last]],
+        "span_columns_seconds": dm.span_columns.manifest["seconds"],
+        "batch_span_ids": sum(len(ids) for ids in batch["span_ids"]),  # span ids included
+    }
+    print(json.dumps(report))
 
 
 def measure_setup(corpus: Path, cache: Path, num_proc: int = 2, child: str = "child") -> dict:
