@@ -57,7 +57,7 @@ from pathlib import Path
 
 from benchmarks.common import WORK, figure, write_results
 from cofee.config import AnchorBuildConfig
-from cofee.data.wiki import build_anchors
+from cofee.data.ordered_pool import start_method
 from cofee.data.wiki.build_anchors import build_anchor_corpus, default_dump_path
 from cofee.data.wiki.dump import DumpReader
 from cofee.data.wiki.sentences import split_sentences
@@ -127,7 +127,7 @@ def _parallel_ceiling(n: int = 5_000_000) -> float:
     _burn(n)
     _burn(n)
     serial = time.perf_counter() - started
-    with multiprocessing.get_context(build_anchors._start_method()).Pool(2) as pool:
+    with multiprocessing.get_context(start_method()).Pool(2) as pool:
         pool.map(_burn, [1000, 1000])  # start-up not counted
         started = time.perf_counter()
         pool.map(_burn, [n, n], chunksize=1)
@@ -224,7 +224,7 @@ def run_sample(repeats: int = 3, large_copies: int = 8, large_repeats: int = 2) 
         large_counts = json.loads((Path(tmp) / f"{large.name}-w1" / "manifest.json").read_text())["counts"]
 
     ceiling = _parallel_ceiling()
-    method = build_anchors._start_method()
+    method = start_method()
     both = (
         f"start method {method}; {os.cpu_count()} CPU cores, measured 2-process ceiling on pure CPU "
         f"work in this run: {ceiling:.2f}x"

@@ -35,6 +35,7 @@ from benchmarks.common import WORK, figure, write_results
 from cofee.config import AnchorBuildConfig, GazetteerBuildConfig, MatchConfig
 from cofee.data.gazetteer.build import FILES, build_gazetteer, load_gazetteer
 from cofee.data.gazetteer.matcher import GazetteerMatcher
+from cofee.data.ordered_pool import start_method
 from cofee.data.wiki.build_anchors import build_anchor_corpus, default_dump_path, iter_corpus
 from cofee.utils.io import sha256_file
 
@@ -178,7 +179,6 @@ def _cpu_seconds() -> tuple[float, float]:
 
 def run_wikipedia_pass(copies: int = WIKIPEDIA_COPIES, repeats: int = 3) -> dict:
     from benchmarks.bench_build_anchors import _parallel_ceiling
-    from cofee.data.wiki import build_anchors
 
     dump, megabytes = _wikipedia_dump(copies)
     cfg = GazetteerBuildConfig(names_dataset=False)  # the packaged places stay: their words are counted
@@ -215,7 +215,7 @@ def run_wikipedia_pass(copies: int = WIKIPEDIA_COPIES, repeats: int = 3) -> dict
     where = (
         f"the Wikipedia pass of build_gazetteer (manifest seconds.wikipedia) on a synthetic multistream dump "
         f"of {megabytes:.1f} MB of XML (the gensim sample x{copies}, 100 pages a stream, with its index); "
-        f"start method {build_anchors._start_method()}; best of {repeats}; 2-process ceiling on pure CPU "
+        f"start method {start_method()}; best of {repeats}; 2-process ceiling on pure CPU "
         f"work in this run {ceiling:.2f}x"
         + (
             f"; taken under load (1-minute load average {load_before:.1f} on {os.cpu_count()} cores)"
