@@ -10,8 +10,8 @@ Figures (MB = 10^6 bytes of decompressed XML of the dump, so all rates share one
   clean, split, write JSONL, resolve redirects); baseline: decompress + parse + WikiExtractor
   ``clean_text`` of the same dump in one process. Target ratio >= 1.0.
 * ``build_speedup_2proc``: ``build_anchor_corpus`` with 2 worker processes over 1 process, on the
-  6 MB sample. Target >= 1.7 (the issue's), though its fixed costs (starting the pool, the serial
-  redirect pass) are not amortised on so small a dump.
+  6 MB sample. Target >= 1.7 (the issue's), though its fixed costs (starting a pool for each of
+  the two passes) are not amortised on so small a dump.
 * ``build_speedup_2proc_50mb``: the same on a larger dump made from the sample: its pages repeated
   ``large_copies`` times (8: ~49 MB of XML) with distinct page ids and titles, written once to
   ``benchmarks/work/build_anchors/`` (bz2, keyed by the sample's hash and the number of copies).

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import sqlite3
+
 import pytest
 
 from cofee.config import AnchorBuildConfig
+from cofee.data import ordered_pool
 from cofee.data.wiki import build_anchors as ba
+from cofee.data.wiki import redirect_pass
 from cofee.data.wiki.build_anchors import build_anchor_corpus, iter_corpus
 from cofee.data.wiki.redirect_store import RedirectStore
 from tests.support import write_tiny_dump
@@ -44,7 +48,17 @@ def _store(folder, pairs=REDIRECTS) -> RedirectStore:
 )
 def test_resolve_through_the_store_is_resolve_through_a_dict(tmp_path, title, expected):
     with _store(tmp_path) as store:
-        assert ba._resolve(title, store) == ba._resolve(title, dict(REDIRECTS)) == expected
+        assert redirect_pass.follow(title, store) == redirect_pass.follow(title, dict(REDIRECTS)) == expected
+
+
+def test_final_targets_hop_by_hop_are_follow_title_by_title(tmp_path):
+    """Following every title one hop at a time (a few queries a hop) ends where ``follow`` does,
+    chains, cycles and the hop limit included."""
+    titles = {title for pair in REDIRECTS for title in pair} | {"Nowhere"}
+    with _store(tmp_path) as store:
+        assert redirect_pass.final_targets(titles, store) == {
+            title: redirect_pass.follow(title, dict(REDIRECTS)) for title in titles
+        }
 
 
 def test_the_store_answers_as_the_dict(tmp_path):
@@ -90,8 +104,8 @@ def test_pass_two_resolves_every_block_alike(tmp_path, monkeypatch):
     dump = _dump(tmp_path / "dump.xml")
     config = AnchorBuildConfig(shard_size=3)
     build_anchor_corpus(dump, tmp_path / "one", config, progress=False)
-    monkeypatch.setattr(ba, "_LINES_PER_LOOKUP", 2)
-    monkeypatch.setattr(ba, "_TARGET_CACHE", 1)
+    monkeypatch.setattr(redirect_pass, "LINES_PER_TASK", 2)
+    monkeypatch.setattr(redirect_pass, "TARGET_CACHE", 1)
     manifest = build_anchor_corpus(dump, tmp_path / "small", config, progress=False)
     targets = [[span[2] for span in record["spans"]] for record in iter_corpus(tmp_path / "small")]
     assert targets == [["Lisbon", "Ping", "Step 8", "Eternal City", "Lisbon"]] * 7
@@ -101,13 +115,45 @@ def test_pass_two_resolves_every_block_alike(tmp_path, monkeypatch):
         assert (tmp_path / "small" / name).read_bytes() == (tmp_path / "one" / name).read_bytes()
 
 
+@pytest.mark.parametrize("method", ["fork", "spawn"])
+def test_pass_two_in_workers_writes_the_same_shards(tmp_path, monkeypatch, method):
+    """Blocks resolved in 2 worker processes, each with its own read-only connection to the store,
+    give byte-identical shards and counts; blocks of 2 lines spread every shard over both workers."""
+    monkeypatch.setattr(ordered_pool, "FORCED_START_METHOD", method)
+    monkeypatch.setattr(redirect_pass, "LINES_PER_TASK", 2)
+    dump = _dump(tmp_path / "dump.xml")
+    config = AnchorBuildConfig(shard_size=3)
+    one = build_anchor_corpus(dump, tmp_path / "one", config, num_workers=1, progress=False)
+    two = build_anchor_corpus(dump, tmp_path / "two", config, num_workers=2, progress=False)
+    assert two["counts"] == one["counts"] and two["counts"]["anchor_targets_resolved_via_redirect"] == 21
+    assert two["shards"] == one["shards"] and len(one["shards"]) == 3
+    for shard in one["shards"]:
+        assert (tmp_path / "two" / shard["file"]).read_bytes() == (
+            tmp_path / "one" / shard["file"]
+        ).read_bytes()
+
+
+def test_a_read_only_connection_sees_committed_pairs_and_leaves_the_file(tmp_path):
+    with _store(tmp_path) as store:
+        store.commit()
+        reader = RedirectStore.read_only(store.path)
+        assert reader.get("Lisboa") == "Lisbon city" and reader.targets_of(["Rome", "Nowhere"]) == {
+            "Rome": "Eternal City"
+        }
+        with pytest.raises(sqlite3.OperationalError, match="readonly"):
+            reader.add([("New", "Pair")])
+        reader.close()
+        assert store.path.is_file() and store.get("Ping") == "Pong"
+    assert not store.path.exists()
+
+
 def test_the_store_lives_in_the_build_temp_folder_and_is_gone_after(tmp_path, monkeypatch):
     seen = []
     resolve_redirects = ba._resolve_redirects
 
-    def spy(folder, shards, redirects):
+    def spy(folder, shards, redirects, workers):
         seen.append((folder, redirects.path, redirects.path.is_file()))
-        return resolve_redirects(folder, shards, redirects)
+        return resolve_redirects(folder, shards, redirects, workers)
 
     monkeypatch.setattr(ba, "_resolve_redirects", spy)
     out = tmp_path / "corpus"

@@ -33,9 +33,9 @@ How it runs (memory stays flat whatever the dump size):
   (normalised) and collects the redirect map, ``{normalised redirect title: target}``. Its size is
   proportional to the number of redirect pages (about 10M titles, ~1-2 GB as a dict, for all of
   enwiki), so it is kept on disk, in an SQLite file of the temporary output folder
-  (``RedirectStore``), removed once pass 2 is done. Pass 2 rewrites each shard, replacing targets that
-  are redirects (chains followed up to 8 hops); it looks up the new targets of ``_LINES_PER_LOOKUP``
-  lines in a few queries (most targets are not redirects) and keeps up to ``_TARGET_CACHE`` answers.
+  (``RedirectStore``), removed once pass 2 is done. Pass 2 (cofee.data.wiki.redirect_pass) rewrites
+  each shard, replacing targets that are redirects (chains followed up to 8 hops), in blocks of lines
+  that go to the same number of worker processes as pass 1, each reading the store itself.
   This avoids decompressing and parsing the dump twice, which costs more than re-reading the
   (smaller) output.
 
@@ -51,10 +51,8 @@ from __future__ import annotations
 import collections
 import ctypes
 import importlib.util
-import itertools
 import json
 import logging
-import os
 import re
 import sys
 import time
@@ -67,6 +65,7 @@ from cofee.config import AnchorBuildConfig
 from cofee.data.built_data import ShardWriter, iter_shard_records, read_manifest, up_to_date
 from cofee.data.ordered_pool import OrderedPool, start_pool
 from cofee.data.wiki.dump import CHUNK_BYTES, Chunk, DumpReader, PageParser, Streams, dump_progress_bar
+from cofee.data.wiki.redirect_pass import resolve_redirects as _resolve_redirects
 from cofee.data.wiki.redirect_store import RedirectStore
 from cofee.data.wiki.sentences import split_sentences
 from cofee.data.wiki.wikitext import WikitextCleaner, normalize_title
@@ -89,9 +88,6 @@ VERSION = 1
 KINDS = ("anchor", "repeat", "title")
 GENSIM_SAMPLE = "enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2"
 _CHUNK_BYTES = CHUNK_BYTES  # decompressed XML per chunk, one task of a worker (tests shrink it)
-_MAX_REDIRECT_HOPS = 8
-_LINES_PER_LOOKUP = 1000  # corpus lines of pass 2 whose targets are looked up together
-_TARGET_CACHE = 50_000  # pass 2's known targets (~5 MB); the most linked come back in every block
 _REDIRECT_STORE = "redirects.sqlite"  # in the temporary output folder, removed before it is renamed
 # "Word" characters that are not CJK: a repeat/title match must not touch one of these, so
 # "York" never matches inside "Yorkshire"; CJK text (no spaces) needs no boundary.
@@ -263,56 +259,13 @@ def _return_freed_memory() -> None:
         _MALLOC_TRIM(0)
 
 
-# -- output ----------------------------------------------------------------------------------------
-def _resolve(target: str, redirects: RedirectStore | dict[str, str]) -> str:
-    """Follow ``target``'s redirects, at most ``_MAX_REDIRECT_HOPS`` hops (a cycle stops there)."""
-    hops = 0
-    while hops < _MAX_REDIRECT_HOPS:
-        nxt = redirects.get(target)
-        if nxt is None or nxt == target:
-            break
-        target = nxt
-        hops += 1
-    return target
-
-
-def _resolve_redirects(folder: Path, shards: list[dict[str, Any]], redirects: RedirectStore) -> int:
-    """Pass 2: rewrite shards with redirect targets resolved; returns the number of anchors changed."""
-    resolved = 0
-    if not redirects:
-        return 0
-    final_of: dict[str, str] = {}  # target -> final target (itself if no redirect); cleared when full
-    for shard in shards:
-        path = folder / shard["file"]
-        tmp = path.with_suffix(".tmp")
-        with open(path, encoding="utf-8") as src, open(tmp, "w", encoding="utf-8") as dst:
-            while lines := list(itertools.islice(src, _LINES_PER_LOOKUP)):
-                records = [json.loads(line) for line in lines]
-                unknown = {span[2] for record in records for span in record["spans"]} - final_of.keys()
-                first_hops = redirects.targets_of(unknown)
-                final_of.update((t, _resolve(t, redirects) if t in first_hops else t) for t in unknown)
-                for line, record in zip(lines, records, strict=True):
-                    changed = False
-                    for span in record["spans"]:
-                        target = span[2]
-                        new = final_of[target]
-                        if new != target:
-                            span[2] = new
-                            changed = True
-                            if span[3] == "anchor":
-                                resolved += 1
-                    dst.write(json.dumps(record, ensure_ascii=False) + "\n" if changed else line)
-                if len(final_of) > _TARGET_CACHE:
-                    final_of.clear()
-        os.replace(tmp, path)
-    return resolved
-
-
 # -- the build -------------------------------------------------------------------------------------
 def _build_into(folder: Path, dump_path: Path, config: AnchorBuildConfig, num_workers: int, progress: bool):
     with RedirectStore(folder / _REDIRECT_STORE) as redirects:
         counts, shards = _write_shards(folder, dump_path, config, num_workers, progress, redirects)
-        counts["anchor_targets_resolved_via_redirect"] = _resolve_redirects(folder, shards, redirects)
+        counts["anchor_targets_resolved_via_redirect"] = _resolve_redirects(
+            folder, shards, redirects, num_workers
+        )
     return counts, shards
 
 

@@ -42,6 +42,18 @@ class RedirectStore:
             "CREATE TABLE redirects (source BLOB PRIMARY KEY, target BLOB NOT NULL) WITHOUT ROWID"
         )
         self._empty = True
+        self._owner = True  # close() removes the file
+
+    @classmethod
+    def read_only(cls, path: str | Path) -> RedirectStore:
+        """A second connection to a store another process filled and committed (a pass-2 worker):
+        it only reads, and ``close`` leaves the file to its owner."""
+        store = cls.__new__(cls)
+        store.path = Path(path)
+        store._db = sqlite3.connect(store.path.resolve().as_uri() + "?mode=ro", uri=True)
+        store._empty = False
+        store._owner = False
+        return store
 
     def add(self, pairs: Iterable[tuple[str, str]]) -> None:
         rows = [(_key(source), _key(target)) for source, target in pairs]
@@ -53,9 +65,13 @@ class RedirectStore:
     def __bool__(self) -> bool:
         return not self._empty
 
-    def _reading(self) -> sqlite3.Connection:
+    def commit(self) -> None:
+        """End the writing transaction: other connections (``read_only``) see the pairs from now on."""
         if self._db.in_transaction:
             self._db.commit()
+
+    def _reading(self) -> sqlite3.Connection:
+        self.commit()
         return self._db
 
     def get(self, title: str) -> str | None:
@@ -78,9 +94,10 @@ class RedirectStore:
         return found
 
     def close(self) -> None:
-        """Close the database and remove its file."""
+        """Close the database and, unless opened ``read_only``, remove its file."""
         self._db.close()
-        self.path.unlink(missing_ok=True)
+        if self._owner:
+            self.path.unlink(missing_ok=True)
 
     def __enter__(self) -> RedirectStore:
         return self
