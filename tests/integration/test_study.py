@@ -499,6 +499,37 @@ def test_study_gold_pretrains_nee_and_fet_with_the_replaced_loss_settings():
     check_marked_block(gold.readme, gold.block)  # docs/results.md holds its block
 
 
+def test_study_stages_leaves_out_one_stage_at_a_time_with_the_others_unchanged():
+    from cofee.experiments.study import variant_root
+    from cofee.pipeline.curriculum import stage_plan
+    from cofee.utils.io import check_marked_block
+
+    with initialize_config_module(config_module="cofee.conf", version_base="1.3"):
+        stages = validate_study(compose(config_name="study_stages"))
+        stages.validate()
+        roots = {
+            name: variant_root(stages, name, stages.variants[name])
+            for name in stages.paired_with["esi_nee_fet"]
+        }
+        whole = variant_root(stages, "esi_nee_fet", stages.variants["esi_nee_fet"])
+    plans = {name: stage_plan(root) for name, root in roots.items()}
+    assert plans == {
+        "nee_fet": [("nee", None), ("fet", "nee")],  # NEE starts from the plain encoder
+        "esi_fet": [("esi", None), ("fet", "esi")],
+        "esi_nee": [("esi", None), ("nee", "esi")],
+    }
+    assert stage_plan(whole) == [("esi", None), ("nee", "esi"), ("fet", "nee")]
+    for root in roots.values():  # what a variant keeps is trained as in the whole curriculum
+        for stage in root.curriculum.stages:
+            assert getattr(root.stages, stage) == getattr(whole.stages, stage)
+        assert root.data == whole.data and root.model == whole.model
+    # the new variants pre-train in run folders of their own, never over the study's
+    assert len({whole.run_name, roots["nee_fet"].run_name, roots["esi_fet"].run_name}) == 3
+    assert (stages.fractions, stages.kshots) == ([0.01], [4])
+    assert stages.results == "results/study_stages.csv"
+    check_marked_block(stages.readme, stages.block)
+
+
 def test_a_study_with_only_reports_its_own_variants_from_a_shared_results_file():
     """study_quick reads rows merged from the main study: the variants it does not train stay out of its
     tables, while the main study (no `only`) still reports every variant."""
