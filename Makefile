@@ -14,7 +14,7 @@ export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 export WANDB_MODE ?= offline
 
-.PHONY: help install test test-slow pretrain-all build-anchors build-gazetteer build-cache denoising denoising-ablation esi-repeats fet-report bench gpu-check study study-report study-esi study-fet study-quick study-gold study-stages sweep lint format clean
+.PHONY: help install test test-slow pretrain-all build-anchors build-gazetteer build-cache denoising denoising-ablation esi-repeats fet-report bench gpu-check study study-report study-esi study-fet study-quick study-gold study-stages study-kshot study-split sweep lint format clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-14s %s\n", $$1, $$2}'
@@ -95,6 +95,12 @@ study-fet: $(STAMP)  ## FET's levers (within types, typed spans, prototypes, clu
 
 study-stages: $(STAMP)  ## each stage left out of the default curriculum (nee_fet, esi_fet, esi_nee) against the whole at 1% and 4-shot (conf/study_stages.yaml)
 	$(BIN)/cofee-study --config-name study_stages $(ARGS)
+
+study-kshot: $(STAMP)  ## the k-shot protocol, k = 1, 4, 16 mentions per type: baseline against esi_nee_fet, 5 seeds (conf/study_kshot.yaml)
+	$(BIN)/cofee-study --config-name study_kshot $(ARGS)
+
+study-split: $(STAMP)  ## the main comparison on a second seeded split of WNUT16 beside the first, 1% and 10% (conf/study_split.yaml)
+	$(BIN)/cofee-study --config-name study_split $(ARGS)
 
 study-quick: $(STAMP)  ## baseline against esi_nee_fet at 10% and 4-shot, 5 seeds (conf/study_quick.yaml): results/study_quick.csv, its own block
 	$(BIN)/cofee-study --config-name study_quick $(ARGS)

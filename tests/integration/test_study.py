@@ -530,6 +530,30 @@ def test_study_stages_leaves_out_one_stage_at_a_time_with_the_others_unchanged()
     check_marked_block(stages.readme, stages.block)
 
 
+@pytest.mark.parametrize(
+    "name, budgets, splits",
+    [
+        ("study_kshot", [("kshot", 1.0), ("kshot", 4.0), ("kshot", 16.0)], [0]),
+        ("study_split", [("fraction", 0.01), ("fraction", 0.1)], [0, 1]),
+    ],
+)
+def test_the_kshot_and_second_split_studies_compose(name, budgets, splits):
+    """Each composes and validates, runs only its budgets and splits, and writes a results file and
+    block of its own."""
+    from cofee.experiments.study import on_split, split_folder, study_budgets
+    from cofee.utils.io import check_marked_block
+
+    with initialize_config_module(config_module="cofee.conf", version_base="1.3"):
+        study = validate_study(compose(config_name=name))
+        study.validate()
+    assert study_budgets(study) == budgets and study.split_seeds == splits
+    assert study.results == f"results/{name}.csv" and study.block == name.replace("_", "-")
+    for split in splits:  # the Wikipedia variants pre-train once for every split
+        assert on_split(study, split).variants["esi_nee_fet"] == study.variants["esi_nee_fet"]
+    assert len({split_folder(study, split) for split in splits}) == len(splits)
+    check_marked_block(study.readme, study.block)
+
+
 def test_a_study_with_only_reports_its_own_variants_from_a_shared_results_file():
     """study_quick reads rows merged from the main study: the variants it does not train stay out of its
     tables, while the main study (no `only`) still reports every variant."""
