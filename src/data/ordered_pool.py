@@ -44,11 +44,40 @@ def start_pool(workers: int, initializer: Callable, initargs: tuple):
             gc.unfreeze()
 
 
+class SharedPool:
+    """One process pool for several `OrderedPool`s in turn (the passes of one build): started by the
+    first that needs workers, so the workers are forked once, while the caller is still small (a
+    worker forked later counts the caller's grown heap in its resident memory too), and closed when
+    the `with` block ends, or terminated when it ends with an error."""
+
+    def __init__(self):
+        self.pool = None
+
+    def get(self, start: Callable[[], Any]):
+        """The pool, started with `start()` if no pass has started it yet."""
+        if self.pool is None:
+            self.pool = start()
+        return self.pool
+
+    def __enter__(self) -> SharedPool:
+        return self
+
+    def __exit__(self, exc_type, *exc) -> None:
+        if self.pool is not None:
+            if exc_type is None:
+                self.pool.close()
+            else:
+                self.pool.terminate()
+            self.pool.join()
+            self.pool = None
+
+
 class OrderedPool:
     """Hands each task's result to `take` in submission order, with at most 2 x `workers` tasks in
     flight (`Pool.imap` would read the whole input ahead). The pool (`start()`) is started at the
     first task; with `workers` <= 1 every task runs in the calling process (`local`). Leaving the
-    `with` block without `finish()` (an error) terminates the workers."""
+    `with` block without `finish()` (an error) terminates the workers. With `shared`, the pool is that
+    `SharedPool`'s (started by `start()` if still needed), and closing it is left to its owner."""
 
     def __init__(
         self,
@@ -57,8 +86,11 @@ class OrderedPool:
         remote: Callable[[Any], Any],
         local: Callable[[Any], Any],
         take: Callable[[Any], None],
+        shared: SharedPool | None = None,
     ):
-        self.workers, self.start, self.remote, self.local, self.take = workers, start, remote, local, take
+        self.workers, self.remote, self.local, self.take = workers, remote, local, take
+        self.start = start if shared is None else (lambda: shared.get(start))
+        self.owns_pool = shared is None
         self.pool = None
         self.pending: collections.deque = collections.deque()
 
@@ -92,16 +124,16 @@ class OrderedPool:
 
     def finish(self) -> None:
         self.drain()
-        if self.pool is not None:
+        if self.pool is not None and self.owns_pool:
             self.pool.close()
             self.pool.join()
-            self.pool = None
+        self.pool = None
 
     def __enter__(self) -> OrderedPool:
         return self
 
     def __exit__(self, *exc) -> None:
-        if self.pool is not None:
+        if self.pool is not None and self.owns_pool:
             self.pool.terminate()
             self.pool.join()
-            self.pool = None
+        self.pool = None

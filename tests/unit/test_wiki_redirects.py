@@ -133,6 +133,31 @@ def test_pass_two_in_workers_writes_the_same_shards(tmp_path, monkeypatch, metho
         ).read_bytes()
 
 
+def test_both_passes_share_one_pool_forked_at_the_first_chunk(tmp_path, monkeypatch):
+    """Pass 2 reuses pass 1's workers: forked once, while the main process is small, never again."""
+    started = []
+    start = ba._start_pool
+
+    def counted(*args):
+        started.append(args)
+        return start(*args)
+
+    def second_pool(*args):
+        raise AssertionError("pass 2 started a pool of its own")
+
+    monkeypatch.setattr(ba, "_start_pool", counted)
+    monkeypatch.setattr(redirect_pass, "start_pool", second_pool)
+    monkeypatch.setattr(redirect_pass, "LINES_PER_TASK", 2)
+    manifest = build_anchor_corpus(
+        _dump(tmp_path / "dump.xml"),
+        tmp_path / "two",
+        AnchorBuildConfig(shard_size=3),
+        num_workers=2,
+        progress=False,
+    )
+    assert len(started) == 1 and manifest["counts"]["anchor_targets_resolved_via_redirect"] == 21
+
+
 def test_a_read_only_connection_sees_committed_pairs_and_leaves_the_file(tmp_path):
     with _store(tmp_path) as store:
         store.commit()
@@ -151,9 +176,9 @@ def test_the_store_lives_in_the_build_temp_folder_and_is_gone_after(tmp_path, mo
     seen = []
     resolve_redirects = ba._resolve_redirects
 
-    def spy(folder, shards, redirects, workers):
+    def spy(folder, shards, redirects, *pool):
         seen.append((folder, redirects.path, redirects.path.is_file()))
-        return resolve_redirects(folder, shards, redirects, workers)
+        return resolve_redirects(folder, shards, redirects, *pool)
 
     monkeypatch.setattr(ba, "_resolve_redirects", spy)
     out = tmp_path / "corpus"

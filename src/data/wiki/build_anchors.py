@@ -35,7 +35,7 @@ How it runs (memory stays flat whatever the dump size):
   enwiki), so it is kept on disk, in an SQLite file of the temporary output folder
   (``RedirectStore``), removed once pass 2 is done. Pass 2 (cofee.data.wiki.redirect_pass) rewrites
   each shard, replacing targets that are redirects (chains followed up to 8 hops), in blocks of lines
-  that go to the same number of worker processes as pass 1, each reading the store itself.
+  that go to pass 1's worker processes (one pool for both passes), each reading the store itself.
   This avoids decompressing and parsing the dump twice, which costs more than re-reading the
   (smaller) output.
 
@@ -63,7 +63,8 @@ from typing import Any
 
 from cofee.config import AnchorBuildConfig
 from cofee.data.built_data import ShardWriter, iter_shard_records, read_manifest, up_to_date
-from cofee.data.ordered_pool import OrderedPool, start_pool
+from cofee.data.ordered_pool import OrderedPool, SharedPool, start_pool
+from cofee.data.wiki import redirect_pass
 from cofee.data.wiki.dump import CHUNK_BYTES, Chunk, DumpReader, PageParser, Streams, dump_progress_bar
 from cofee.data.wiki.redirect_pass import resolve_redirects as _resolve_redirects
 from cofee.data.wiki.redirect_store import RedirectStore
@@ -212,13 +213,15 @@ def _process_chunk_with(
 _WORKER_STATE: tuple[PageParser, WikitextCleaner, AnchorBuildConfig] | None = None
 
 
-def _start_pool(num_workers: int, parser: PageParser, config: AnchorBuildConfig):
-    return start_pool(num_workers, _init_worker, (parser, asdict(config)))
+def _start_pool(num_workers: int, parser: PageParser, config: AnchorBuildConfig, store: Path):
+    return start_pool(num_workers, _init_worker, (parser, asdict(config), str(store)))
 
 
-def _init_worker(parser: PageParser, config_dict: dict[str, Any]) -> None:
+def _init_worker(parser: PageParser, config_dict: dict[str, Any], store: str) -> None:
+    """A worker of both passes: pass 1's parser, cleaner and config, and pass 2's redirect store."""
     global _WORKER_STATE
     _WORKER_STATE = (parser, WikitextCleaner(parser.namespaces), AnchorBuildConfig(**config_dict))
+    redirect_pass.init_worker(store)
     _unmap_large_blocks_on_free()
 
 
@@ -261,10 +264,11 @@ def _return_freed_memory() -> None:
 
 # -- the build -------------------------------------------------------------------------------------
 def _build_into(folder: Path, dump_path: Path, config: AnchorBuildConfig, num_workers: int, progress: bool):
-    with RedirectStore(folder / _REDIRECT_STORE) as redirects:
-        counts, shards = _write_shards(folder, dump_path, config, num_workers, progress, redirects)
+    # one pool for both passes, forked at pass 1's first chunk while the main process is small
+    with RedirectStore(folder / _REDIRECT_STORE) as redirects, SharedPool() as workers:
+        counts, shards = _write_shards(folder, dump_path, config, num_workers, progress, redirects, workers)
         counts["anchor_targets_resolved_via_redirect"] = _resolve_redirects(
-            folder, shards, redirects, num_workers
+            folder, shards, redirects, num_workers, workers
         )
     return counts, shards
 
@@ -276,6 +280,7 @@ def _write_shards(
     num_workers: int,
     progress: bool,
     redirects: RedirectStore,
+    workers: SharedPool,
 ):
     """Pass 1: the shards, with link targets as written; the dump's redirects go to ``redirects``."""
     reader = DumpReader(dump_path, chunk_bytes=_CHUNK_BYTES)
@@ -295,10 +300,11 @@ def _write_shards(
 
     pool = OrderedPool(
         num_workers,
-        start=lambda: _start_pool(num_workers, state[0], config),
+        start=lambda: _start_pool(num_workers, state[0], config, redirects.path),
         remote=_process_chunk,
         local=lambda chunk: _process_chunk_with(chunk, *state),
         take=take,
+        shared=workers,
     )
 
     def submit(chunk: Chunk | Streams) -> None:

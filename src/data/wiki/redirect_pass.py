@@ -5,9 +5,9 @@ SQLite file). Pass 2 cuts the shards into blocks of ``LINES_PER_TASK`` lines; a 
 targets are looked up in a few queries a hop (most are not redirects), chains are followed up to
 ``MAX_HOPS`` hops, and up to ``TARGET_CACHE`` final targets are remembered between blocks.
 
-With ``workers > 1`` the blocks go to an ``OrderedPool`` of processes, each reading the store through
-its own read-only connection, so the pass parses lines as fast as pass 1 does and no longer runs
-alone after it. Results come back in submission order, so the shards are byte-identical for every
+With ``workers > 1`` the blocks go to an ``OrderedPool`` of processes (the anchor build hands over
+pass 1's pool), each reading the store through its own read-only connection, so the pass is spread
+over the workers like pass 1 instead of running in the main process alone. Results come back in submission order, so the shards are byte-identical for every
 worker count. Each shard is rewritten into a ``.tmp`` file beside it and renamed over it once its last
 block is written; a failed pass leaves only files of the build's temporary folder.
 """
@@ -20,7 +20,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from cofee.data.ordered_pool import OrderedPool, start_pool
+from cofee.data.ordered_pool import OrderedPool, SharedPool, start_pool
 from cofee.data.wiki.redirect_store import RedirectStore
 
 LINES_PER_TASK = 1000  # corpus lines whose targets are looked up together: one task of a worker
@@ -83,16 +83,22 @@ class BlockResolver:
         return out, resolved
 
 
+_WORKER_STORE: str | None = None
 _WORKER_RESOLVER: BlockResolver | None = None
 
 
-def _init_worker(store_path: str) -> None:
-    global _WORKER_RESOLVER
-    _WORKER_RESOLVER = BlockResolver(RedirectStore.read_only(store_path))
+def init_worker(store_path: str) -> None:
+    """In a worker: where the store is. It is opened at the first block, once pass 1 has committed it
+    (a pool shared with pass 1 is started before there is anything to read)."""
+    global _WORKER_STORE, _WORKER_RESOLVER
+    _WORKER_STORE, _WORKER_RESOLVER = store_path, None
 
 
 def _rewrite_in_worker(task: tuple[int, list[str]]) -> tuple[int, list[str], int]:
-    assert _WORKER_RESOLVER is not None, "worker not initialised"
+    global _WORKER_RESOLVER
+    assert _WORKER_STORE is not None, "worker not initialised"
+    if _WORKER_RESOLVER is None:
+        _WORKER_RESOLVER = BlockResolver(RedirectStore.read_only(_WORKER_STORE))
     shard_index, lines = task
     return shard_index, *_WORKER_RESOLVER.rewrite(lines)
 
@@ -131,20 +137,26 @@ class _ShardRewriter:
 
 
 def resolve_redirects(
-    folder: Path, shards: list[dict[str, Any]], redirects: RedirectStore, workers: int = 1
+    folder: Path,
+    shards: list[dict[str, Any]],
+    redirects: RedirectStore,
+    workers: int = 1,
+    shared: SharedPool | None = None,
 ) -> int:
-    """Rewrite ``shards`` (in ``folder``) with redirect targets resolved; the number of anchors changed."""
-    if not redirects:
+    """Rewrite ``shards`` (in ``folder``) with redirect targets resolved; the number of anchors changed.
+    With ``shared``, the blocks go to that pool (pass 1's, whose workers ran ``init_worker``)."""
+    if not redirects or not shards:
         return 0
     redirects.commit()  # the workers' connections see only committed pairs
     local = BlockResolver(redirects)
     rewriter = _ShardRewriter(folder, shards)
     pool = OrderedPool(
         workers,
-        start=lambda: start_pool(workers, _init_worker, (str(redirects.path),)),
+        start=lambda: start_pool(workers, init_worker, (str(redirects.path),)),
         remote=_rewrite_in_worker,
         local=lambda task: (task[0], *local.rewrite(task[1])),
         take=rewriter.take,
+        shared=shared,
     )
     try:
         with pool:
