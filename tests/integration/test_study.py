@@ -554,6 +554,37 @@ def test_the_kshot_and_second_split_studies_compose(name, budgets, splits):
     check_marked_block(study.readme, study.block)
 
 
+def test_study_esi_levers_each_change_one_esi_setting():
+    """Each ESI lever is plain ESI (study-wiki's) with one setting changed, in a run folder of its own."""
+    from dataclasses import asdict
+
+    from cofee.experiments.study import variant_root
+
+    with initialize_config_module(config_module="cofee.conf", version_base="1.3"):
+        study = validate_study(compose(config_name="study_esi"))
+        study.validate()
+        plain = variant_root(study, "esi", study.variants["esi"])
+        levers = {name: variant_root(study, name, study.variants[name]) for name in study.paired_with["esi"]}
+    assert set(levers) == {"esi_mlm", "esi_distill", "esi_bioes", "esi_short"}
+
+    def flat(tree, prefix=""):
+        for key, value in tree.items():
+            yield from flat(value, f"{prefix}{key}.") if isinstance(value, dict) else [(prefix + key, value)]
+
+    base = dict(flat(asdict(plain.stages.esi)))
+    changed = {
+        name: {k for k, v in flat(asdict(root.stages.esi)) if base[k] != v} for name, root in levers.items()
+    }
+    assert changed == {
+        "esi_mlm": {"optim.mlm_weight"},
+        "esi_distill": {"optim.distill_weight"},
+        "esi_bioes": {"scheme"},
+        "esi_short": {"max_steps"},
+    }
+    assert all(root.curriculum.stages == ["esi"] for root in levers.values())
+    assert len({plain.run_name, *(root.run_name for root in levers.values())}) == 5
+
+
 def test_a_study_with_only_reports_its_own_variants_from_a_shared_results_file():
     """study_quick reads rows merged from the main study: the variants it does not train stay out of its
     tables, while the main study (no `only`) still reports every variant."""
