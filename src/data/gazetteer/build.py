@@ -87,6 +87,7 @@ CALENDAR_WORDS = frozenset(
     Tuesday Wednesday Thursday Friday Saturday Sunday""".split()
 )
 FILES = ("entries.jsonl", "titles.jsonl", "first_names.txt", "last_names.txt")
+_REDIRECT_STORE = "redirects.sqlite"  # the Wikipedia pass's redirects, scratch in the temporary output folder
 
 
 class Entry(NamedTuple):
@@ -290,12 +291,16 @@ def _build_into(
         forms = None
         if cfg.drop_common_words and one_words:
             forms = one_words | {w.lower() for w in one_words}
-        typer = WikipediaTyper(mapping, count_words=forms)
-        typer.read_dump(dump_path, progress=progress, workers=workers)
-        merger.add(typer.entries(cfg.strip_title_qualifier))
-        titles = {
-            t: v for t, v in typer.titles().items() if types is None or v[0] in types
-        }  # untyped-by-config titles are dropped with their entries
+        # the redirects on disk, in the temporary output folder, removed before it is renamed
+        typer = WikipediaTyper(mapping, count_words=forms, redirect_store=folder / _REDIRECT_STORE)
+        try:
+            typer.read_dump(dump_path, progress=progress, workers=workers)
+            merger.add(typer.entries(cfg.strip_title_qualifier))
+            titles = {
+                t: v for t, v in typer.titles().items() if types is None or v[0] in types
+            }  # untyped-by-config titles are dropped with their entries
+        finally:
+            typer.close()
         if forms:
             common = common_words(one_words, typer.word_counts, cfg.common_word_ratio)
         counts["wikipedia"] = {

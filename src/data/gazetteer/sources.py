@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from cofee.data.wiki.dump import CHUNK_BYTES, Chunk, PageParser, Streams
+from cofee.data.wiki.redirect_store import RedirectStore
 from cofee.utils.errors import InputFileError
 
 __all__ = [
@@ -247,7 +248,12 @@ class WikipediaTyper:
     ``unmapped`` (to extend the mapping from). Redirects are resolved after the pass (chains up to 8).
     """
 
-    def __init__(self, mapping: dict[str, str | None], count_words: set[str] | None = None):
+    def __init__(
+        self,
+        mapping: dict[str, str | None],
+        count_words: set[str] | None = None,
+        redirect_store: str | Path | None = None,
+    ):
         self.mapping = mapping
         self._count_forms = count_words  # words to count in page text (common-word filter)
         self.word_counts: collections.Counter = collections.Counter()
@@ -269,7 +275,11 @@ class WikipediaTyper:
             r"\{\{\s*(?:template\s*:\s*)?(" + "|".join(alternatives) + r")\s*(?=[|}\n]|<!--)", re.IGNORECASE
         )
         self.typed: dict[str, tuple[str, str]] = {}  # normalised title -> (type, fine type)
-        self.redirects: dict[str, str] = {}
+        # normalised title -> target. All of English Wikipedia has ~10M redirects, 1-2 GB as a dict: with
+        # `redirect_store` (a scratch file) they are kept on disk, in the same order, until `close`
+        self.redirects: dict[str, str] | RedirectStore = (
+            {} if redirect_store is None else RedirectStore(redirect_store, ordered=True)
+        )
         self.counts: collections.Counter = collections.Counter()
         self.unmapped: collections.Counter = collections.Counter()
 
@@ -315,11 +325,17 @@ class WikipediaTyper:
         """``(redirect title, typed target title)`` for each redirect that ends at a typed page."""
         for source, target in self.redirects.items():
             hops = 0
-            while target not in self.typed and target in self.redirects and hops < 8:
-                target = self.redirects[target]
+            while target not in self.typed and hops < 8 and (nxt := self.redirects.get(target)) is not None:
+                target = nxt
                 hops += 1
             if target in self.typed and source not in self.typed:
                 yield source, target
+
+    def close(self) -> None:
+        """Remove the on-disk redirect store, if there is one (the typer's redirects are gone then)."""
+        if isinstance(self.redirects, RedirectStore):
+            self.redirects.close()
+            self.redirects = {}
 
     def fresh(self) -> WikipediaTyper:
         """An empty typer with this one's mapping, words to count, namespaces and compiled pattern:

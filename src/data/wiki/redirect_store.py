@@ -13,7 +13,7 @@ too, compared exactly as the dict compares it.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 # Titles per lookup query: under SQLite's limit on bound parameters (999 before SQLite 3.32).
@@ -31,16 +31,23 @@ def _title(key: bytes) -> str:
 class RedirectStore:
     """``add`` pairs while reading the dump (one transaction for them all); then ``get`` one title,
     or ``targets_of`` many in a few queries. A later pair replaces an earlier one of the same source,
-    as ``dict.update`` does."""
+    as ``dict.update`` does. An ``ordered`` store also lists its pairs (``items``) in a dict's order:
+    each source where it was first added, with its last target."""
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, ordered: bool = False):
         self.path = Path(path)
+        self.ordered = ordered
         self._db = sqlite3.connect(self.path)
         self._db.execute("PRAGMA journal_mode=OFF")  # scratch: a crash loses only a file thrown away
         self._db.execute("PRAGMA synchronous=OFF")
-        self._db.execute(
-            "CREATE TABLE redirects (source BLOB PRIMARY KEY, target BLOB NOT NULL) WITHOUT ROWID"
-        )
+        if ordered:  # a rowid table: the rowid is the first-added order, an upsert keeps it
+            self._db.execute("CREATE TABLE redirects (source BLOB PRIMARY KEY, target BLOB NOT NULL)")
+            self._insert = "INSERT INTO redirects VALUES (?, ?) ON CONFLICT(source) DO UPDATE SET target = excluded.target"
+        else:  # the rows in key order: lookups read one B-tree
+            self._db.execute(
+                "CREATE TABLE redirects (source BLOB PRIMARY KEY, target BLOB NOT NULL) WITHOUT ROWID"
+            )
+            self._insert = "INSERT OR REPLACE INTO redirects VALUES (?, ?)"
         self._empty = True
         self._owner = True  # close() removes the file
 
@@ -50,6 +57,8 @@ class RedirectStore:
         it only reads, and ``close`` leaves the file to its owner."""
         store = cls.__new__(cls)
         store.path = Path(path)
+        store.ordered = False
+        store._insert = "INSERT OR REPLACE INTO redirects VALUES (?, ?)"  # refused: the file is read-only
         store._db = sqlite3.connect(store.path.resolve().as_uri() + "?mode=ro", uri=True)
         store._empty = False
         store._owner = False
@@ -59,8 +68,19 @@ class RedirectStore:
         rows = [(_key(source), _key(target)) for source, target in pairs]
         if rows:
             # the sqlite3 module opens a transaction before the first insert; it stays open until a read
-            self._db.executemany("INSERT OR REPLACE INTO redirects VALUES (?, ?)", rows)
+            self._db.executemany(self._insert, rows)
             self._empty = False
+
+    def update(self, mapping: dict[str, str]) -> None:
+        """``add`` a dict's pairs, in its order."""
+        self.add(mapping.items())
+
+    def items(self) -> Iterator[tuple[str, str]]:
+        """Every ``(source, target)`` in a dict's order (an ``ordered`` store only)."""
+        if not self.ordered:
+            raise TypeError("only an ordered RedirectStore lists its pairs in order")
+        for source, target in self._reading().execute("SELECT source, target FROM redirects ORDER BY rowid"):
+            yield _title(source), _title(target)
 
     def __bool__(self) -> bool:
         return not self._empty
