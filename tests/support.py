@@ -1,8 +1,36 @@
 """Builders and constants shared by the tests (fixtures that use them live in conftest.py)."""
 
+import os
+import subprocess
+import sys
 from xml.sax.saxutils import escape
 
 from cofee.config import EncoderConfig, validate
+
+
+def cli_env(**extra: str) -> dict:
+    """The environment of a command under test: offline (no model hub, W&B offline), one thread."""
+    return {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "WANDB_MODE": "offline",
+        "TOKENIZERS_PARALLELISM": "false",
+        "OMP_NUM_THREADS": "1",
+        **extra,
+    }
+
+
+def run_cli(module: str, *args, cwd=None, env: dict | None = None, timeout: int = 300):
+    """``python -m cofee.cli.<module> args...`` in a subprocess, its output captured as text."""
+    return subprocess.run(
+        [sys.executable, "-m", f"cofee.cli.{module}", *map(str, args)],
+        cwd=cwd,
+        env=cli_env() if env is None else env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
 
 TINY = EncoderConfig(
     name_or_path=None,

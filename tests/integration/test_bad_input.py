@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.support import cli_env, run_cli
+
 FAST = [
     "model=tiny",
     "finetune.max_steps=2",
@@ -23,21 +25,8 @@ FAST = [
 SENTENCE = "Ada\tB-PER\nwent\tO\nto\tO\nParis\tB-LOC\n"
 
 
-def _env():
-    env = dict(os.environ)
-    env.update(HF_HUB_OFFLINE="1", WANDB_MODE="offline", TOKENIZERS_PARALLELISM="false", OMP_NUM_THREADS="1")
-    return env
-
-
 def run(module, *args, cwd):
-    return subprocess.run(
-        [sys.executable, "-m", f"cofee.cli.{module}", *map(str, args)],
-        cwd=cwd,
-        env=_env(),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    return run_cli(module, *args, cwd=cwd)
 
 
 def one_line_error(done, program, *needles):
@@ -186,7 +175,7 @@ def test_killed_rerun_leaves_the_saved_config_of_the_outputs(tmp_path):
             "finetune.max_steps=100000",
         ],
         cwd=tmp_path,
-        env=_env(),
+        env=cli_env(),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )

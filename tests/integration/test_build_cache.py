@@ -6,23 +6,12 @@ and must leave the cache folder as the command left it."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 from cofee.config import validate
-from tests.integration.test_bad_input import _env
-from tests.support import PACKAGED_OFF, user_lists, write_dump
+from tests.support import PACKAGED_OFF, run_cli, user_lists, write_dump
 
 
 def _build_cache(*overrides, cwd):
-    return subprocess.run(
-        [sys.executable, "-m", "cofee.cli.build_cache", *map(str, overrides)],
-        cwd=cwd,
-        env=_env(),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    return run_cli("build_cache", *overrides, cwd=cwd)
 
 
 def _caches(root):

@@ -3,9 +3,6 @@
 with a character-level tokenizer -> fine-tuning on a character-format gold set -> results.json."""
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 
@@ -19,6 +16,7 @@ from tests.support import (
     chinese_page_text,
     chinese_user_lists,
     cjk_tokenizer,
+    run_cli,
     write_chinese_dump,
     write_chinese_gold,
     write_multistream_dump,
@@ -35,15 +33,7 @@ FAST_FINETUNE = [
 
 
 def _cli(module, *args, cwd):
-    env = dict(os.environ, HF_HUB_OFFLINE="1", WANDB_MODE="offline", OMP_NUM_THREADS="1")
-    done = subprocess.run(
-        [sys.executable, "-m", f"cofee.cli.{module}", *map(str, args)],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    done = run_cli(module, *args, cwd=cwd, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     return done
 

@@ -1,11 +1,9 @@
-import subprocess
-import sys
-
 import pytest
 from omegaconf import OmegaConf
 
 from cofee.config import validate
 from cofee.utils.errors import ConfigError
+from tests.support import run_cli
 
 
 def test_default_config_composes_and_validates(compose_cfg):
@@ -60,12 +58,7 @@ def test_unknown_key_in_a_yaml_is_named(compose_cfg):
 
 def test_cli_rejects_wrong_key_and_value_at_start_up(tmp_path):
     def run(*overrides):
-        return subprocess.run(
-            [sys.executable, "-m", "cofee.cli.pretrain", f"paths.root={tmp_path}", *overrides],
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+        return run_cli("pretrain", f"paths.root={tmp_path}", *overrides, timeout=120)
 
     wrong_key = run("stages.esi.lrate=1")
     assert wrong_key.returncode != 0 and "stages.esi.lrate" in wrong_key.stderr

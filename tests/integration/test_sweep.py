@@ -6,8 +6,6 @@ import dataclasses
 import itertools
 import json
 import math
-import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -26,13 +24,10 @@ from cofee.experiments.sweep import (
     run_one,
     run_sweep,
 )
+from tests.support import run_cli
 
 CONF = Path(__file__).resolve().parents[2] / "conf" / "sweep"
 TINY = CONF / "finetune_tiny.yaml"
-
-
-def _env():
-    return {**os.environ, "WANDB_MODE": "offline", "HF_HUB_OFFLINE": "1"}
 
 
 def _read_csv(path):
@@ -41,14 +36,7 @@ def _read_csv(path):
 
 
 def test_grid_sweep_over_tiny_finetuning_finishes_four_runs(tmp_path):
-    done = subprocess.run(
-        [sys.executable, "-m", "cofee.cli.sweep", str(TINY), "--out", str(tmp_path / "sweeps")],
-        cwd=tmp_path,
-        env=_env(),
-        capture_output=True,
-        text=True,
-        timeout=500,
-    )
+    done = run_cli("sweep", TINY, "--out", tmp_path / "sweeps", cwd=tmp_path, timeout=500)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     rows = _read_csv(tmp_path / "sweeps" / "finetune_tiny" / "results.csv")
     assert len(rows) == 4 and all(r["state"] == "finished" for r in rows)
@@ -83,14 +71,7 @@ def test_unknown_parameter_fails_before_any_run_naming_it(tmp_path):
     config["parameters"]["finetune.optim.lrr"] = config["parameters"].pop("finetune.optim.lr")
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump(config))
-    done = subprocess.run(
-        [sys.executable, "-m", "cofee.cli.sweep", str(bad), "--out", str(tmp_path / "sweeps")],
-        cwd=tmp_path,
-        env=_env(),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    done = run_cli("sweep", bad, "--out", tmp_path / "sweeps", cwd=tmp_path, timeout=120)
     assert done.returncode == 2
     assert done.stderr.count("\n") == 1 and "'finetune.optim.lrr'" in done.stderr, done.stderr
     assert not (tmp_path / "sweeps").exists()  # nothing ran

@@ -21,7 +21,7 @@ from cofee.data.wiki import build_anchors as ba
 from cofee.data.wiki.build_anchors import build_anchor_corpus, iter_corpus, load_manifest
 from cofee.utils.errors import CofeeError, ConfigError, InputFileError
 from cofee.utils.io import atomic_directory, remove_stale_temp_dirs
-from tests.support import write_multistream_dump
+from tests.support import run_cli, write_multistream_dump
 
 FIXTURE = Path(__file__).parents[1] / "fixtures" / "wiki" / "mini.xml"
 
@@ -363,18 +363,8 @@ def test_cli_builds_and_reports_a_missing_dump_on_one_line(tmp_path):
     """`cofee-build-anchors` composes the real config; a bad dump is one line, exit 2, no corpus."""
 
     def run(*overrides):
-        return subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "cofee.cli.build_anchors",
-                f"paths.root={tmp_path}",
-                "data.anchors.build_workers=1",
-                *overrides,
-            ],
-            capture_output=True,
-            text=True,
-            timeout=120,
+        return run_cli(
+            "build_anchors", f"paths.root={tmp_path}", "data.anchors.build_workers=1", *overrides, timeout=120
         )
 
     run_folder = tmp_path / "outputs" / "mine" / ".hydra"  # a pretraining run's saved config
