@@ -49,13 +49,12 @@ import multiprocessing
 import os
 import re
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.common import WORK, figure, write_results
+from benchmarks.common import WORK, figure, run_script, write_results
 from cofee.config import AnchorBuildConfig
 from cofee.data.ordered_pool import start_method
 from cofee.data.wiki.build_anchors import build_anchor_corpus, default_dump_path
@@ -410,16 +409,10 @@ print(json.dumps({
 
 def _measured_build(dump: Path, out: Path, workers: int) -> dict:
     """Build in a fresh process (so peak memory is this build's alone); its time, memory and counts."""
-    done = subprocess.run(
-        [sys.executable, "-c", _MEASURE, str(dump), str(out), str(workers)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    shutil.rmtree(out, ignore_errors=True)
-    if done.returncode:
-        raise RuntimeError(f"build of {dump} failed: {done.stderr.strip()[-2000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    try:
+        return run_script(_MEASURE, dump, out, workers, what=f"build of {dump}")
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
 
 
 def run_scale(scale_mb: float = 1000.0, rss_only: bool = False) -> dict:

@@ -39,11 +39,10 @@ import os
 import re
 import resource
 import statistics
-import subprocess
 import sys
 import time
 
-from benchmarks.common import WORK, figure, write_results
+from benchmarks.common import WORK, figure, run_script, write_results
 from cofee.config import AnchorBuildConfig, GazetteerBuildConfig, MatchConfig
 from cofee.data.gazetteer.build import FILES, build_gazetteer, load_gazetteer
 from cofee.data.gazetteer.matcher import GazetteerMatcher
@@ -273,7 +272,7 @@ _REDIRECT_PAGE = (
 
 
 def _redirects_dump(count: int):
-    """The sample with ``count`` redirect pages added before its end, made once; (dump, redirects)."""
+    """The sample with ``count`` redirect pages added before its end, made once; the dump's path."""
     sample = default_dump_path()
     folder = WORK / "gazetteer_redirects"
     path = folder / f"sample-{sha256_file(sample)[:16]}-r{count}-untyped.xml.bz2"
@@ -324,15 +323,7 @@ print(json.dumps({"peak_rss_mib": hwm / 1024, "seconds": manifest["seconds"]["wi
 
 def _measured_pass(dump, store: str) -> dict:
     out = WORK / "gazetteer_redirects" / f"gazetteer-{store}"
-    done = subprocess.run(
-        [sys.executable, "-c", _MEASURE_PASS, str(dump), str(out), store],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if done.returncode:
-        raise RuntimeError(f"gazetteer pass over {dump} failed: {done.stderr.strip()[-2000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return run_script(_MEASURE_PASS, dump, out, store, what=f"gazetteer pass over {dump}")
 
 
 def run_redirect_memory(count: int = REDIRECT_PAGES) -> dict:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import platform
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -57,3 +60,14 @@ def write_results(benchmark: str, figures: list[dict], **extra) -> Path:
         },
     )
     return path
+
+
+def run_script(script: str, *args, what: str) -> dict:
+    """Run `script` (Python source) in a fresh process, so its peak memory is its own; the JSON object
+    it prints last. A failure is a RuntimeError naming `what`, with the end of its stderr."""
+    done = subprocess.run(
+        [sys.executable, "-c", script, *map(str, args)], capture_output=True, text=True, check=False
+    )
+    if done.returncode:
+        raise RuntimeError(f"{what} failed: {done.stderr.strip()[-2000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])

@@ -18,6 +18,8 @@ from pathlib import Path
 
 # Titles per lookup query: under SQLite's limit on bound parameters (999 before SQLite 3.32).
 _TITLES_PER_QUERY = 500
+_REPLACE = "INSERT OR REPLACE INTO redirects VALUES (?, ?)"  # a later pair replaces the row
+_UPSERT = "INSERT INTO redirects VALUES (?, ?) ON CONFLICT(source) DO UPDATE SET target = excluded.target"
 
 
 def _key(title: str) -> bytes:
@@ -42,12 +44,12 @@ class RedirectStore:
         self._db.execute("PRAGMA synchronous=OFF")
         if ordered:  # a rowid table: the rowid is the first-added order, an upsert keeps it
             self._db.execute("CREATE TABLE redirects (source BLOB PRIMARY KEY, target BLOB NOT NULL)")
-            self._insert = "INSERT INTO redirects VALUES (?, ?) ON CONFLICT(source) DO UPDATE SET target = excluded.target"
+            self._insert = _UPSERT
         else:  # the rows in key order: lookups read one B-tree
             self._db.execute(
                 "CREATE TABLE redirects (source BLOB PRIMARY KEY, target BLOB NOT NULL) WITHOUT ROWID"
             )
-            self._insert = "INSERT OR REPLACE INTO redirects VALUES (?, ?)"
+            self._insert = _REPLACE
         self._empty = True
         self._owner = True  # close() removes the file
 
@@ -58,7 +60,7 @@ class RedirectStore:
         store = cls.__new__(cls)
         store.path = Path(path)
         store.ordered = False
-        store._insert = "INSERT OR REPLACE INTO redirects VALUES (?, ?)"  # refused: the file is read-only
+        store._insert = _REPLACE  # refused: the file is read-only
         store._db = sqlite3.connect(store.path.resolve().as_uri() + "?mode=ro", uri=True)
         store._empty = False
         store._owner = False
