@@ -29,6 +29,15 @@ warnings.filterwarnings(
 )
 
 
+def fused_kernel(groups: list[dict]) -> bool:
+    """Whether AdamW may take its fused kernel: one pass over all parameters instead of a Python loop
+    of about ten tensor ops per parameter. Same update rule, float-rounding apart; on one CPU core it
+    cuts the optimiser step of a MiniLM encoder about 9x, a fifth of a fine-tuning step (make bench,
+    `optimizer_step`). Only CPU and CUDA tensors of a floating type have the kernel."""
+    params = [p for group in groups for p in group["params"]]
+    return bool(params) and all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in params)
+
+
 class StageModule(pl.LightningModule):
     stage_name = "stage"
 
@@ -188,8 +197,9 @@ class StageModule(pl.LightningModule):
         params = groups(self.encoder, self.optim.lr)
         for head, lr in self.fresh_rates():
             params += groups(head, lr)
+        params = [g for g in params if g["params"]]
         optimizer = torch.optim.AdamW(
-            [g for g in params if g["params"]], lr=self.optim.lr, weight_decay=self.optim.weight_decay
+            params, lr=self.optim.lr, weight_decay=self.optim.weight_decay, fused=fused_kernel(params)
         )
         total = max(1, int(self.trainer.estimated_stepping_batches))
         scheduler = get_linear_schedule_with_warmup(optimizer, int(self.optim.warmup_ratio * total), total)
