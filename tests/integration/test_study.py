@@ -533,7 +533,11 @@ def test_study_stages_leaves_out_one_stage_at_a_time_with_the_others_unchanged()
 @pytest.mark.parametrize(
     "name, budgets, splits",
     [
-        ("study_kshot", [("kshot", 1.0), ("kshot", 4.0), ("kshot", 16.0)], [0]),
+        (
+            "study_kshot",
+            [("fraction", f) for f in (0.01, 0.1, 1.0)] + [("kshot", k) for k in (1.0, 4.0, 16.0)],
+            [0],
+        ),
         ("study_split", [("fraction", 0.01), ("fraction", 0.1)], [0, 1]),
     ],
 )
@@ -554,35 +558,68 @@ def test_the_kshot_and_second_split_studies_compose(name, budgets, splits):
     check_marked_block(study.readme, study.block)
 
 
-def test_study_esi_levers_each_change_one_esi_setting():
-    """Each ESI lever is plain ESI (study-wiki's) with one setting changed, in a run folder of its own."""
+def _lever_changes(config_name: str, reference: str, stage: str) -> tuple[dict, dict]:
+    """For each variant the study pairs with `reference`: the `stages.<stage>` keys it changes against
+    `reference`'s curriculum; and every config those variants (and `reference`) pre-train with."""
     from dataclasses import asdict
 
     from cofee.experiments.study import variant_root
 
     with initialize_config_module(config_module="cofee.conf", version_base="1.3"):
-        study = validate_study(compose(config_name="study_esi"))
+        study = validate_study(compose(config_name=config_name))
         study.validate()
-        plain = variant_root(study, "esi", study.variants["esi"])
-        levers = {name: variant_root(study, name, study.variants[name]) for name in study.paired_with["esi"]}
-    assert set(levers) == {"esi_mlm", "esi_distill", "esi_bioes", "esi_short"}
+        roots = {
+            name: variant_root(study, name, study.variants[name])
+            for name in [reference, *study.paired_with[reference]]
+        }
 
     def flat(tree, prefix=""):
         for key, value in tree.items():
             yield from flat(value, f"{prefix}{key}.") if isinstance(value, dict) else [(prefix + key, value)]
 
-    base = dict(flat(asdict(plain.stages.esi)))
+    base = dict(flat(asdict(getattr(roots[reference].stages, stage))))
     changed = {
-        name: {k for k, v in flat(asdict(root.stages.esi)) if base[k] != v} for name, root in levers.items()
+        name: {k for k, v in flat(asdict(getattr(root.stages, stage))) if base[k] != v}
+        for name, root in roots.items()
+        if name != reference
     }
+    return changed, roots
+
+
+def test_study_esi_levers_each_change_one_esi_setting():
+    """Each ESI lever is plain ESI (study-wiki's) with one setting changed, in a run folder of its own."""
+    changed, roots = _lever_changes("study_esi", "esi", "esi")
     assert changed == {
         "esi_mlm": {"optim.mlm_weight"},
         "esi_distill": {"optim.distill_weight"},
         "esi_bioes": {"scheme"},
         "esi_short": {"max_steps"},
     }
-    assert all(root.curriculum.stages == ["esi"] for root in levers.values())
-    assert len({plain.run_name, *(root.run_name for root in levers.values())}) == 5
+    assert all(root.curriculum.stages == ["esi"] for root in roots.values())
+    assert len({root.run_name for root in roots.values()}) == 5
+
+
+def test_study_fet_levers_each_change_one_fet_setting_on_the_studys_esi_and_nee():
+    """Each FET lever is plain FET (study-wiki's esi_nee_fet) with one FET setting changed, in a run
+    folder of its own, on the same ESI and NEE (so those are copied, not trained again)."""
+    changed, roots = _lever_changes("study_fet", "esi_nee_fet", "fet")
+    assert changed == {
+        "fet_within_types": {"cluster.within_types"},
+        "fet_typed_spans": {"cluster.spans"},
+        "fet_prototype": {"cluster_loss"},
+        "fet_cluster_lr": {"optim.cluster_head_lr"},
+        "fet_k50": {"cluster.k"},
+        "fet_k100": {"cluster.k"},
+    }
+    plain = roots["esi_nee_fet"]
+    for root in roots.values():
+        assert root.curriculum.stages == ["esi", "nee", "fet"]
+        assert (root.stages.esi, root.stages.nee, root.data) == (
+            plain.stages.esi,
+            plain.stages.nee,
+            plain.data,
+        )
+    assert len({root.run_name for root in roots.values()}) == len(roots)
 
 
 def test_a_study_with_only_reports_its_own_variants_from_a_shared_results_file():
