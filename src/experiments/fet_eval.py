@@ -217,7 +217,7 @@ def readme_block(report: dict) -> str:
 def run_exports(output_dir: Path) -> dict[str, Path]:
     """The run's ESI, NEE and FET exports; a stage missing from the run folder is found through the
     `parent_path` of the stage after it (a FET run started from another run's NEE export)."""
-    from cofee.models.export import MANIFEST, read_export_manifest
+    from cofee.models.export import MANIFEST, parent_export, read_export_manifest
 
     exports = {
         n: output_dir / n / "encoder"
@@ -225,11 +225,11 @@ def run_exports(output_dir: Path) -> dict[str, Path]:
         if (output_dir / n / "encoder" / MANIFEST).is_file()
     }
     latest = next((n for n in reversed(ENCODERS[1:]) if n in exports), None)
-    parent = read_export_manifest(exports[latest]).get("parent_path") if latest else None
-    while parent and (Path(parent) / MANIFEST).is_file():
+    parent = parent_export(exports[latest], read_export_manifest(exports[latest])) if latest else None
+    while parent:
         manifest = read_export_manifest(parent)
-        exports.setdefault(manifest.get("stage"), Path(parent))
-        parent = manifest.get("parent_path")
+        exports.setdefault(manifest.get("stage"), parent)
+        parent = parent_export(parent, manifest)
     return {n: exports[n] for n in ENCODERS[1:] if n in exports}
 
 

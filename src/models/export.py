@@ -66,6 +66,19 @@ def read_export_manifest(folder: str | Path) -> dict:
     return manifest
 
 
+def parent_export(folder: str | Path, manifest: dict) -> Path | None:
+    """The export a stage started from: its manifest's `parent_path`, which the curriculum records as
+    given (relative to the folder it ran in). Read from elsewhere (a study, a notebook, another working
+    folder), a relative path is tried against each folder above this export too, so a run folder read
+    from any directory finds its parents. None for a first stage, or when the parent is nowhere."""
+    given = manifest.get("parent_path")
+    if not given:
+        return None
+    given = Path(given)
+    bases = [Path.cwd()] if given.is_absolute() else [Path.cwd(), *Path(folder).resolve().parents]
+    return next((base / given for base in bases if (base / given / MANIFEST).is_file()), None)
+
+
 def load_exported_encoder(folder: str | Path) -> tuple[PreTrainedModel, dict]:
     """Load an export and report missing or unexpected weights loudly rather than silently.
 

@@ -183,14 +183,22 @@ def to_token_classification(module: FinetuneModule):
 
 
 def parent_stages(init_from: str | Path | None) -> list[str]:
-    """The CoFEE stages behind an export, oldest first (from the manifests' parent paths)."""
-    from cofee.models.export import read_export_manifest
+    """The CoFEE stages behind an export, oldest first (from the manifests' parent paths). A parent
+    that is no longer on disk ends the walk with a warning: the stages are the model card's, not the
+    model's."""
+    from cofee.models.export import parent_export, read_export_manifest
 
     stages, folder = [], init_from
     while folder:
         manifest = read_export_manifest(folder)
         stages.append(manifest["stage"])
-        folder = manifest.get("parent_path")
+        folder = parent_export(folder, manifest)
+        if folder is None and manifest.get("parent_path"):
+            log.warning(
+                "%s: its parent export %s is not on disk; the model card lists the stages from here",
+                init_from,
+                manifest["parent_path"],
+            )
     return list(reversed(stages))
 
 
