@@ -50,7 +50,7 @@ def make_batches(tokenizer, label2id, bucket: bool, pad_to: int | None = None) -
 def adamw(module: torch.nn.Module, fused: bool = True) -> torch.optim.AdamW:
     """The stages' AdamW kernel (fused where the parameters allow it), or the per-parameter loop."""
     params = list(module.parameters())
-    return torch.optim.AdamW(params, lr=1e-5, fused=fused and fused_kernel([{"params": params}]))
+    return torch.optim.AdamW(params, lr=1e-5, fused=fused and fused_kernel(params))
 
 
 def plain_loop(module: ESIModule, batches: list[dict], fused: bool = True) -> float:

@@ -75,8 +75,9 @@ def parent_export(folder: str | Path, manifest: dict) -> Path | None:
     if not given:
         return None
     given = Path(given)
-    bases = [Path.cwd()] if given.is_absolute() else [Path.cwd(), *Path(folder).resolve().parents]
-    return next((base / given for base in bases if (base / given / MANIFEST).is_file()), None)
+    bases = [] if given.is_absolute() else [Path.cwd(), *Path(folder).resolve().parents]
+    candidates = [base / given for base in bases] or [given]
+    return next((path for path in candidates if (path / MANIFEST).is_file()), None)
 
 
 def load_exported_encoder(folder: str | Path) -> tuple[PreTrainedModel, dict]:

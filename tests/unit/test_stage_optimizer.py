@@ -45,7 +45,7 @@ def test_fused_adamw_takes_the_per_parameter_loops_steps(tiny_encoder):
 
 
 def test_the_fused_kernel_only_for_floating_cpu_or_cuda_parameters():
-    assert fused_kernel([{"params": [torch.zeros(2)]}])
-    assert not fused_kernel([{"params": [torch.zeros(2, device="meta")]}])
-    assert not fused_kernel([{"params": [torch.zeros(2, dtype=torch.int64)]}])
+    assert fused_kernel([torch.zeros(2)])
+    assert not fused_kernel([torch.zeros(2, device="meta")])
+    assert not fused_kernel([torch.zeros(2, dtype=torch.int64)])
     assert not fused_kernel([])
