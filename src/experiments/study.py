@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 from cofee.config import StudyConfig, to_plain
+from cofee.experiments.study_pretraining import check_and_record, merge_records, planned_inputs
 from cofee.utils.errors import ConfigError, InputFileError
 from cofee.utils.io import atomic_write_text, check_marked_block, replace_marked_block, stable_hash
 
@@ -129,7 +130,7 @@ def _variant_on_split(
 
 def merge_results(path: Path, others: list[Path]) -> int:
     """Add to `path` the rows of `others` (e.g. of studies run in parallel with `only=` and their own
-    `results=`) that it lacks; returns how many were added."""
+    `results=`) that it lacks, and the records of their pre-training; returns how many rows were added."""
     rows = read_rows(path)
     keys = {_key(r) for r in rows}
     added = 0
@@ -143,6 +144,7 @@ def merge_results(path: Path, others: list[Path]) -> int:
                 added += 1
     if added:
         write_rows(path, rows)
+    merge_records(path, others)
     return added
 
 
@@ -259,6 +261,20 @@ def pretrain_variant(study: StudyConfig, name: str, overrides: list[str] | None)
     return Path(root.paths.output_dir) / root.curriculum.stages[-1] / "encoder"
 
 
+def check_variants_pretraining(study: StudyConfig, results: Path, rows: list[StudyRow]) -> None:
+    """Before anything trains: refuse a variant whose rows were fine-tuned from another pre-training than
+    its curriculum would now train (see `study_pretraining`), and record the others'."""
+    planned = {}
+    for split in study.split_seeds:
+        on = on_split(study, split)
+        for variant in on.selected_variants():
+            overrides = on.variants[variant]
+            if overrides is not None:
+                stages = planned_inputs(variant_root(on, variant, overrides))
+                planned[variant_settings(on, variant)] = {"variant": variant, "split": split, "stages": stages}
+    check_and_record(results, (r.settings for r in rows), planned)
+
+
 @dataclass(frozen=True)
 class FinetuneJob:
     """One pending row of the study: everything a worker process needs to produce it."""
@@ -319,6 +335,7 @@ def run_study(study: StudyConfig, trainer_kwargs: dict | None = None) -> list[St
     results = Path(study.results)
     rows = read_rows(results)
     done = {_key(r) for r in rows}
+    check_variants_pretraining(study, results, rows)
     budgets = study_budgets(study)
     variants = study.selected_variants()
     splits, encoders, settings = {}, {}, {}

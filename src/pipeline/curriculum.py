@@ -232,7 +232,7 @@ def run_stage(cfg: RootConfig, stage: str, init_from: Path | None = None) -> dic
     return read_export_manifest(export_dir)
 
 
-def stage_plan(cfg: RootConfig) -> list[tuple[str, str | None]]:
+def stage_chain(cfg: RootConfig) -> list[tuple[str, str | None]]:
     """The stages this run trains (or finds done), each with the stage whose export it starts from.
 
     `stage=null`: `curriculum.stages`, each from the one before it (the first from `model.*`);
@@ -243,7 +243,15 @@ def stage_plan(cfg: RootConfig) -> list[tuple[str, str | None]]:
         at = list(chain).index(cfg.stage)
         return [(cfg.stage, chain[at - 1] if at else None)]
     chain = list(known_stages()) if cfg.stage == "all" else list(cfg.curriculum.stages)
-    plan = [(stage, chain[i - 1] if i else None) for i, stage in enumerate(chain)]
+    return [(stage, chain[i - 1] if i else None) for i, stage in enumerate(chain)]
+
+
+def stage_plan(cfg: RootConfig) -> list[tuple[str, str | None]]:
+    """`stage_chain`, with a warning for each stage a curriculum skips."""
+    plan = stage_chain(cfg)
+    if cfg.stage is not None and cfg.stage != "all":
+        return plan
+    chain = [stage for stage, _ in plan]
     for stage, parent in plan:
         before = known_stages()[: known_stages().index(stage)]
         skipped = [s for s in before if s not in chain]

@@ -2,6 +2,7 @@
 production variants of conf/study.yaml, which test_config checks compose and validate."""
 
 import csv
+import json
 import re
 from dataclasses import replace
 
@@ -72,6 +73,20 @@ def test_study_runs_variants_resumes_and_reports(tmp_path, small_dump):
 
     # a rerun finds every row done and trains nothing
     assert read_rows(tmp_path / "study.csv") == run_study(study)
+    # the esi rows' pre-training is recorded beside them; had the stage's defaults changed since (the
+    # record edited to stand for older ones), the variant is refused before anything trains, naming the key
+    records = tmp_path / "study.pretraining.json"
+    recorded = json.loads(records.read_text())
+    assert [(r["variant"], sorted(r["stages"])) for r in recorded.values()] == [("esi", ["esi"])]
+    record = next(iter(recorded.values()))
+    record["stages"]["esi"]["stages"]["esi"]["optim"]["lr"] = 1.0
+    records.write_text(json.dumps(recorded))
+    with pytest.raises(ConfigError, match=r"rows of esi .*stages\.esi\.optim\.lr \(1\.0 -> "):
+        run_study(study)
+    assert len(read_rows(tmp_path / "study.csv")) == 8
+    records.unlink()  # rows without a record (made before records were kept) record the pre-training now
+    run_study(study)
+    assert json.loads(records.read_text()).keys() == recorded.keys()
     # only= trains a subset of the variants (Hydra's ~ cannot delete the null-valued baseline)
     study.only, study.seeds = ["baseline"], [3]
     added = run_study(study)[len(rows) :]
