@@ -271,7 +271,11 @@ def check_variants_pretraining(study: StudyConfig, results: Path, rows: list[Stu
             overrides = on.variants[variant]
             if overrides is not None:
                 stages = planned_inputs(variant_root(on, variant, overrides))
-                planned[variant_settings(on, variant)] = {"variant": variant, "split": split, "stages": stages}
+                planned[variant_settings(on, variant)] = {
+                    "variant": variant,
+                    "split": split,
+                    "stages": stages,
+                }
     check_and_record(results, (r.settings for r in rows), planned)
 
 

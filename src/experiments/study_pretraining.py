@@ -37,7 +37,9 @@ def planned_inputs(root: RootConfig) -> dict[str, dict]:
     return json.loads(json.dumps(inputs, default=str))  # as a record reads back: lists, not tuples
 
 
-def pretraining_changes(recorded: dict[str, dict], planned: dict[str, dict]) -> list[tuple[str, object, object]]:
+def pretraining_changes(
+    recorded: dict[str, dict], planned: dict[str, dict]
+) -> list[tuple[str, object, object]]:
     """(key, recorded, planned) for what differs between two curricula's stage inputs; keys a later
     version added at their defaults are no change, as in the curriculum."""
     from cofee.pipeline.curriculum import input_changes

@@ -18,7 +18,12 @@ from cofee.utils.errors import ConfigError, InputFileError
 def _stages(lr=1e-5, extra=None):
     fet = {"optim": {"lr": lr}, **(extra or {})}
     return {
-        "esi": {"model": {"name_or_path": "packaged:minilm"}, "stages": {"esi": {}}, "seed": 13, "parent": None},
+        "esi": {
+            "model": {"name_or_path": "packaged:minilm"},
+            "stages": {"esi": {}},
+            "seed": 13,
+            "parent": None,
+        },
         "fet": {"model": None, "stages": {"fet": fet}, "seed": 13, "parent": "esi"},
     }
 
