@@ -8,6 +8,9 @@
   the store, every span is re-clustered with the k-means seed derived from (seed, epoch), the
   cluster head is re-initialised from a seed derived from (seed, epoch) and its optimiser state
   dropped (DeepCluster: the old head's classes mean nothing for the new clusters).
+- Or, with `every_n_steps`, after every N-th optimizer step (not the last) instead: the same
+  re-clustering from the vectors recorded so far (the spans trained on since the last refresh have
+  fresh ones), keyed by the step (`after_step`; the seeds derive from (seed, step)).
 - Logged (`fet/cluster/...`): `nmi_prev` (NMI between the previous and the new assignment, by span
   id), `seconds` (the whole refresh), `size_min|median|max`, `empty`, `share` (the refresh's share of
   the epoch's wall time, training and validation included). `history` keeps one entry per clustering
@@ -99,9 +102,12 @@ class ClusterRefreshCallback(pl.Callback):
         features: str = "recorded",
         within_types: bool = False,
         spans: str = "all",
+        every_n_steps: int | None = None,
     ):
         if every_n_epochs < 1:
             raise ValueError(f"every_n_epochs must be at least 1, got {every_n_epochs}")
+        if every_n_steps is not None and every_n_steps < 1:
+            raise ValueError(f"every_n_steps must be at least 1 or None, got {every_n_steps}")
         if features not in REFRESH_FEATURES:
             raise ValueError(f"features must be one of {', '.join(REFRESH_FEATURES)}, got {features!r}")
         if spans not in tuple(ClusterSpans):
@@ -113,6 +119,7 @@ class ClusterRefreshCallback(pl.Callback):
         self.groups = None  # group code per span id (-1: no pseudo-label); None: every span, one k-means
         self.group_names: list[str] = []  # the name of each group code
         self.every_n_epochs = every_n_epochs
+        self.every_n_steps = every_n_steps  # None: by epochs
         self.seed = seed
         self.features = features
         self.labels: PseudoLabels | None = None
@@ -152,7 +159,8 @@ class ClusterRefreshCallback(pl.Callback):
         refreshes = [h for h in self.history if h["kind"] == "refresh"]
         summary = {
             "k": self.cluster.k,
-            "every_n_epochs": self.every_n_epochs,
+            "every_n_epochs": None if self.every_n_steps else self.every_n_epochs,
+            "every_n_steps": self.every_n_steps,
             "features": self.features,
             "max_train_spans": self.cluster.max_train_spans,
             "stats_from": "cluster sizes and nmi_prev: per-rank counts summed across ranks, all spans",
@@ -296,7 +304,10 @@ class ClusterRefreshCallback(pl.Callback):
         self._epoch_started = time.perf_counter()
 
     def due(self, trainer: pl.Trainer) -> bool:
-        """Refresh after the epoch that just ended? Every N-th, unless training stops here."""
+        """Refresh after the epoch that just ended? Every N-th, unless training stops here (or the
+        refreshes go by steps)."""
+        if self.every_n_steps:
+            return False
         epoch = trainer.current_epoch
         last_epoch = trainer.max_epochs is not None and 0 < trainer.max_epochs <= epoch + 1
         return (epoch + 1) % self.every_n_epochs == 0 and not (last_epoch or self._out_of_steps(trainer))
@@ -304,6 +315,8 @@ class ClusterRefreshCallback(pl.Callback):
     def missed(self, trainer: pl.Trainer, finished: int) -> bool:
         """At a resumed start: a refresh after epoch `finished` was due for a run that goes on, and
         did not happen (the stopped run's `max_epochs` ended there)."""
+        if self.every_n_steps:  # a step's refresh is in the checkpoint saved at that step
+            return False
         goes_on = (
             trainer.max_epochs is None or trainer.max_epochs < 0 or trainer.current_epoch < trainer.max_epochs
         )
@@ -329,15 +342,35 @@ class ClusterRefreshCallback(pl.Callback):
             )
             self.log_entry(pl_module, entry)
 
-    def refresh(self, trainer: pl.Trainer, pl_module, epoch: int, epoch_seconds: float | None) -> dict:
-        """Re-cluster with the vectors of `epoch` (the labels of epoch + 1); returns the history entry."""
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        """With `every_n_steps`: refresh at every N-th optimizer step, unless it is the last one. The
+        step keys the clustering's seeds and the history, so a step is refreshed once (a batch that
+        accumulates gradients ends on the same step) and a resumed run refreshes as a straight one."""
+        step = trainer.global_step
+        if not self.every_n_steps or step == 0 or step % self.every_n_steps:
+            return
+        if step >= trainer.estimated_stepping_batches or self._out_of_steps(trainer):
+            return
+        if any(h.get("after_step") == step for h in self.history):
+            return
+        entry = self.refresh(trainer, pl_module, trainer.current_epoch, None, step=step)
+        self.log_entry(pl_module, entry)
+
+    def refresh(
+        self, trainer: pl.Trainer, pl_module, epoch: int, epoch_seconds: float | None, step: int | None = None
+    ) -> dict:
+        """Re-cluster with the vectors of `epoch` (the labels of epoch + 1), or with those recorded up to
+        optimizer step `step` within it (the labels of the steps after it); returns the history entry."""
         started = time.perf_counter()
         if self.features == "extract":
             local = self.extract(pl_module, trainer.datamodule.feature_dataloader())
         else:  # recorded while training: in the store, or pending for another rank
             local = self.store.empty()
-        entry = self.recluster(pl_module, local, epoch, label_epoch=epoch + 1, optimizers=trainer.optimizers)
+        label_key = epoch + 1 if step is None else step  # the k-means and head seeds derive from it
+        entry = self.recluster(pl_module, local, epoch, label_epoch=label_key, optimizers=trainer.optimizers)
         seconds = time.perf_counter() - started
+        if step is not None:
+            entry["after_step"] = step
         entry.update(
             kind="refresh",
             after_epoch=epoch,
@@ -346,7 +379,8 @@ class ClusterRefreshCallback(pl.Callback):
             share=round(seconds / (epoch_seconds + seconds), 4) if epoch_seconds is not None else None,
         )
         self.history.append(entry)
-        log.info("fet: refresh after epoch %d %s", epoch, json.dumps(entry))
+        where = f"epoch {epoch}" if step is None else f"step {step}"
+        log.info("fet: refresh after %s %s", where, json.dumps(entry))
         return entry
 
     @staticmethod

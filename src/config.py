@@ -507,7 +507,7 @@ class FETClusterConfig:
 class FETStageConfig(NEEStageConfig):
     """Stage 3, fine-grained entity typing, from the NEE export (encoder and typed head): NEE's typed
     loss + `lambda_cluster` x the class-weighted cross-entropy of a cluster head trained on k-means
-    pseudo-labels of span vectors, refreshed every `refresh_every_n_epochs`."""
+    pseudo-labels of span vectors, refreshed every `refresh_every_n_epochs` (or `refresh_every_n_steps`)."""
 
     name: str = "fet"
     # the labels of epoch 0 come from train start, then one refresh per epoch (not after the last)
@@ -516,6 +516,9 @@ class FETStageConfig(NEEStageConfig):
     pooling: Pooling = Pooling.sum  # span vectors for the cluster head and the clustering (CoFEE: sum)
     feature_layer: int = -2  # hidden state the cluster head reads and k-means clusters (CoFEE: 11 of 12)
     refresh_every_n_epochs: int = bounded(1, ge=1)
+    # null: by epochs; N: at every N-th optimizer step instead (not the last), from the vectors recorded
+    # so far, so the labels follow the encoder within an epoch too
+    refresh_every_n_steps: int | None = bounded(None, ge=1)
     refresh_features: RefreshFeatures = RefreshFeatures.recorded
     cluster: FETClusterConfig = field(default_factory=FETClusterConfig)
     # cross_entropy: a linear head trained on hard pseudo-labels, re-initialised at each clustering
@@ -526,6 +529,11 @@ class FETStageConfig(NEEStageConfig):
 
     def validate(self, prefix: str = "stages.fet") -> None:
         self.cluster.validate(f"{prefix}.cluster")
+        if self.refresh_every_n_steps is not None and self.refresh_every_n_epochs != 1:
+            raise ConfigError(
+                f"{prefix}.refresh_every_n_steps",
+                "refreshes go by steps or by epochs (refresh_every_n_epochs), not both; leave one at its default",
+            )
         if self.cluster_loss == ClusterLoss.prototype and self.optim.cluster_head_lr is not None:
             raise ConfigError(
                 f"{prefix}.optim.cluster_head_lr",

@@ -282,9 +282,13 @@ def test_fet_config_is_checked(compose_cfg):
         ("stages.fet.cluster.use_gpu=maybe", "stages.fet.cluster.use_gpu"),
         ("stages.fet.cluster.class_weights=equal", "stages.fet.cluster.class_weights"),
         ("stages.fet.refresh_every_n_epochs=0", "stages.fet.refresh_every_n_epochs"),
+        ("stages.fet.refresh_every_n_steps=0", "stages.fet.refresh_every_n_steps"),
     ):
         with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
             validate(compose_cfg([override]))
+    both = ["stages.fet.refresh_every_n_steps=50", "stages.fet.refresh_every_n_epochs=2"]
+    with pytest.raises(ConfigError, match=r"refresh_every_n_steps': refreshes go by steps or by epochs"):
+        validate(compose_cfg(both))
 
 
 def _final_refresh_state(stage_dir) -> dict:
@@ -354,11 +358,46 @@ def test_fine_typing_report_scores_every_encoder_against_the_random_baseline(cur
     assert (tmp_path / "fet_quality.json").is_file()
 
 
+def test_a_resumed_fet_refreshing_by_steps_refreshes_like_an_uninterrupted_one(
+    curriculum, tmp_path, monkeypatch
+):
+    """Refreshes after every step, stopped before step 2 (the checkpoint of step 1 holds its refresh),
+    resumed: the refreshes after steps 1 to 3 and the labels end as in an uninterrupted run."""
+    import copy
+
+    from cofee.pipeline.curriculum import run_stage
+
+    cfg, _ = curriculum
+    nee = Path(cfg.paths.output_dir) / "nee" / "encoder"
+    cfg = copy.deepcopy(cfg)
+    cfg.stages.fet.max_epochs, cfg.stages.fet.refresh_every_n_steps = 2, 1
+    cfg.curriculum.checkpoint_every_n_steps = 1
+    cfg.paths.output_dir = str(tmp_path / "straight")
+    straight = run_stage(copy.deepcopy(cfg), "fet", init_from=nee)
+    cfg.paths.output_dir = str(tmp_path / "resumed")
+
+    def stop(self, trainer, pl_module, batch, batch_idx):
+        if trainer.global_step == 1:
+            raise RuntimeError("preempted")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(ClusterRefreshCallback, "on_train_batch_start", stop, raising=False)
+        with pytest.raises(RuntimeError, match="preempted"):
+            run_stage(cfg, "fet", init_from=nee)
+    resumed = run_stage(cfg, "fet", init_from=nee)
+    history = _without_timings(resumed["clustering"]["history"])
+    assert [h.get("after_step") for h in history] == [None, 1, 2, 3]
+    assert history == _without_timings(straight["clustering"]["history"])
+    a, b = (_final_refresh_state(tmp_path / run / "fet")["labels"] for run in ("straight", "resumed"))
+    assert torch.equal(a["assignments"], b["assignments"]) and torch.equal(a["span_ids"], b["span_ids"])
+
+
 LEVERS = {
     "within_types": {"cluster.within_types": True},
     "typed_spans": {"cluster.spans": "typed"},
     "prototype": {"cluster_loss": "prototype", "prototype_temperature": 0.2},
     "cluster_head_lr": {"optim.cluster_head_lr": 0.05},
+    "refresh_steps": {"refresh_every_n_steps": 1},
 }
 
 
@@ -380,7 +419,8 @@ def test_fet_trains_with_each_lever_on_the_shared_esi_and_nee(curriculum, tmp_pa
     out = run_curriculum(cfg)
     assert manifest_hash(out["nee"]) == manifest_hash(results["nee"])  # ESI and NEE copied, not retrained
     fet = out["fet"]
-    assert fet["global_step"] == 4 and fet["clustering"]["refreshes"] == 1
+    refreshes = 3 if lever == "refresh_steps" else 1  # after steps 1, 2 and 3 of 4; else after epoch 0
+    assert fet["global_step"] == 4 and fet["clustering"]["refreshes"] == refreshes
     assert (
         np.isfinite(fet["metrics"]["fet/train/cluster_loss"]) and fet["metrics"]["fet/train/cluster_loss"] > 0
     )
@@ -397,6 +437,10 @@ def test_fet_trains_with_each_lever_on_the_shared_esi_and_nee(curriculum, tmp_pa
         weights = checkpoint["state_dict"]
         assert "cluster_head.weight" not in weights and weights["cluster_head.prototypes"].shape == (8, 16)
         assert torch.allclose(weights["cluster_head.prototypes"].norm(dim=-1), torch.ones(8))
+    elif lever == "refresh_steps":  # within the epochs too, each step's clustering seeded apart
+        refreshed = history[1:]
+        assert [(h.get("after_step"), h["after_epoch"]) for h in refreshed] == [(1, 0), (2, 0), (3, 1)]
+        assert len({h["seed"] for h in history}) == 4 and fet["clustering"]["every_n_steps"] == 1
     else:
         rates = {g["initial_lr"] for g in checkpoint["optimizer_states"][0]["param_groups"]}
         assert 0.05 in rates and cfg.stages.fet.optim.head_lr in rates

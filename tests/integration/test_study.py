@@ -625,6 +625,7 @@ def test_study_fet_levers_each_change_one_fet_setting_on_the_studys_esi_and_nee(
         "fet_cluster_lr": {"optim.cluster_head_lr"},
         "fet_k50": {"cluster.k"},
         "fet_k100": {"cluster.k"},
+        "fet_refresh_steps": {"refresh_every_n_steps"},
     }
     plain = roots["esi_nee_fet"]
     for root in roots.values():

@@ -59,5 +59,6 @@ def build_fet(cfg: RootConfig, encoder, tokenizer, init_from: Path | None) -> St
         stage.refresh_features,
         within_types=stage.cluster.within_types,
         spans=stage.cluster.spans,
+        every_n_steps=stage.refresh_every_n_steps,
     )
     return module, datamodule, [refresh, *self_training(cfg, stage)]
