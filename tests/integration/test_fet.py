@@ -301,14 +301,28 @@ def _without_timings(history: list[dict]) -> list[dict]:
     return [{k: v for k, v in entry.items() if k not in timed} for entry in history]
 
 
+def _preempted_then_resumed(cfg, nee: Path, monkeypatch, stop_before) -> dict:
+    """FET stopped at the first batch where `stop_before(trainer, batch_idx)` holds, then run again
+    (resumed from its last checkpoint); returns the resumed run's export manifest."""
+    from cofee.pipeline.curriculum import run_stage
+
+    def stop(self, trainer, pl_module, batch, batch_idx):
+        if stop_before(trainer, batch_idx):
+            raise RuntimeError("preempted")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(ClusterRefreshCallback, "on_train_batch_start", stop, raising=False)
+        with pytest.raises(RuntimeError, match="preempted"):
+            run_stage(cfg, "fet", init_from=nee)
+    return run_stage(cfg, "fet", init_from=nee)
+
+
 def test_a_resumed_fet_refreshes_like_an_uninterrupted_one(curriculum, tmp_path, monkeypatch):
     """Stopped in the middle of epoch 1 (a checkpoint after every step), resumed: no second initial
     clustering, the restored labels are used, the refresh after epoch 1 clusters the vectors recorded
     before (restored from the checkpoint) and after the stop, and the labels, the history, the
     metrics and the encoder end as in an uninterrupted run."""
     import copy
-
-    from cofee.pipeline.curriculum import run_stage
 
     cfg, results = curriculum
     straight, straight_dir = results["fet"], Path(cfg.paths.output_dir) / "fet"
@@ -317,15 +331,7 @@ def test_a_resumed_fet_refreshes_like_an_uninterrupted_one(curriculum, tmp_path,
     cfg.paths.output_dir = str(tmp_path)
     cfg.curriculum.checkpoint_every_n_steps = 1
 
-    def stop(self, trainer, pl_module, batch, batch_idx):
-        if trainer.current_epoch == 1 and batch_idx == 1:
-            raise RuntimeError("preempted")
-
-    with monkeypatch.context() as patch:
-        patch.setattr(ClusterRefreshCallback, "on_train_batch_start", stop, raising=False)
-        with pytest.raises(RuntimeError, match="preempted"):
-            run_stage(cfg, "fet", init_from=nee)
-    resumed = run_stage(cfg, "fet", init_from=nee)
+    resumed = _preempted_then_resumed(cfg, nee, monkeypatch, lambda t, i: t.current_epoch == 1 and i == 1)
     assert [h["kind"] for h in resumed["clustering"]["history"]] == ["initial", "refresh", "refresh"]
     assert _without_timings(resumed["clustering"]["history"]) == _without_timings(
         straight["clustering"]["history"]
@@ -376,15 +382,7 @@ def test_a_resumed_fet_refreshing_by_steps_refreshes_like_an_uninterrupted_one(
     straight = run_stage(copy.deepcopy(cfg), "fet", init_from=nee)
     cfg.paths.output_dir = str(tmp_path / "resumed")
 
-    def stop(self, trainer, pl_module, batch, batch_idx):
-        if trainer.global_step == 1:
-            raise RuntimeError("preempted")
-
-    with monkeypatch.context() as patch:
-        patch.setattr(ClusterRefreshCallback, "on_train_batch_start", stop, raising=False)
-        with pytest.raises(RuntimeError, match="preempted"):
-            run_stage(cfg, "fet", init_from=nee)
-    resumed = run_stage(cfg, "fet", init_from=nee)
+    resumed = _preempted_then_resumed(cfg, nee, monkeypatch, lambda trainer, _: trainer.global_step == 1)
     history = _without_timings(resumed["clustering"]["history"])
     assert [h.get("after_step") for h in history] == [None, 1, 2, 3]
     assert history == _without_timings(straight["clustering"]["history"])
