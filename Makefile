@@ -90,7 +90,7 @@ study-esi: $(STAMP)  ## ESI's levers (MLM, distillation, BIOES boundaries, half 
 study-gold: $(STAMP)  ## whether the study hangs on NEE settings chosen with gold labels: two NEE loss settings against the default at 10% and 4-shot (conf/study_gold.yaml)
 	$(BIN)/cofee-study --config-name study_gold $(ARGS)
 
-study-fet: $(STAMP)  ## FET's levers (within types, typed spans, prototypes, cluster-head rate, k, refreshing by steps) against esi_nee_fet and its no-cluster control at 1%, 10% and 4-shot (conf/study_fet.yaml)
+study-fet: $(STAMP)  ## FET's levers (within types, typed spans, prototypes, cluster-head rate, k, refreshing by steps) against esi_nee_fet and its no-cluster control at 1% and 4-shot (conf/study_fet.yaml)
 	$(BIN)/cofee-study --config-name study_fet $(ARGS)
 
 study-stages: $(STAMP)  ## each stage left out of the default curriculum (nee_fet, esi_fet, esi_nee) against the whole at 1% and 4-shot (conf/study_stages.yaml)
