@@ -435,6 +435,16 @@ class StageConfig:
 
 
 @dataclass
+class ESIStageConfig(StageConfig):
+    """Stage 1, entity span identification on the anchor corpus, from the encoder in `model.*`."""
+
+    # the span-level objective (docs/stages.md, ESI): every run of 1..span_max_width words scored as an
+    # anchor or not, from its endpoint sub-tokens, weighted into the loss; 0: the tagger alone
+    span_weight: float = bounded(0.0, ge=0)
+    span_max_width: int = bounded(8, ge=1)
+
+
+@dataclass
 class NoiseConfig:
     """The typed loss under gazetteer noise (NEE and FET)."""
 
@@ -547,7 +557,7 @@ class StagesConfig:
     starts from the export of the one above it (`known_stages()`). A stage defined outside this module
     adds its config with `add_stage_config`, after these."""
 
-    esi: StageConfig = field(default_factory=StageConfig)
+    esi: ESIStageConfig = field(default_factory=ESIStageConfig)
     nee: NEEStageConfig = field(default_factory=NEEStageConfig)
     fet: FETStageConfig = field(default_factory=FETStageConfig)
 

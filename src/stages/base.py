@@ -128,9 +128,13 @@ class StageModule(pl.LightningModule):
         except ValueError as exc:
             raise ConfigError(key, f"{exc}; set it to 0") from None
 
+    def task_loss(self, hidden: torch.Tensor, batch: dict) -> torch.Tensor:
+        """The stage's own loss on a batch's last hidden states (a stage with an extra objective adds it)."""
+        return self.head.loss(self.head(hidden), batch)
+
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         hidden = self.encode(batch)
-        loss = self.head.loss(self.head(hidden), batch)
+        loss = self.task_loss(hidden, batch)
         self.log(f"{self.stage_name}/train/task_loss", loss, prog_bar=False)
         loss = self.with_forgetting_controls(loss, hidden, batch, batch_idx)
         self.log(f"{self.stage_name}/train/loss", loss, prog_bar=True)

@@ -138,3 +138,35 @@ def test_a_boundary_tagging_esi_head_learns_spans_and_feeds_nee(compose_cfg, tmp
     assert manifests["esi"]["metrics"]["esi/val/f1"] > 0.5, manifests["esi"]["metrics"]
     # a trained head marks few spans the gazetteer left as O (often none); the pass ran and is recorded
     assert manifests["nee"]["parent_spans"]["marked"] >= 0 and manifests["nee"]["global_step"] > 0
+
+
+def test_the_span_objective_trains_through_the_curriculum_and_stays_out_of_the_export(
+    compose_cfg, tmp_path, small_dump, tiny_encoder
+):
+    """`span_weight` adds the span-level loss to the tagger's (logged on its own) and trains the scorer
+    at the head rate; the export holds the encoder and the tagger only."""
+    cfg = smoke_cfg(
+        compose_cfg,
+        tmp_path,
+        small_dump,
+        "stages.esi.span_weight=1.0",
+        "stages.esi.span_max_width=4",
+        "stages.esi.optim.lr=1e-4",  # apart from the head rate, to tell the groups apart
+        "trainer.limit_train_batches=4",
+        "logger=csv",
+    )
+    manifest = run_curriculum(cfg)["esi"]
+    assert manifest["global_step"] == 4 and manifest["config"]["stage"]["span_weight"] == 1.0
+    metrics = manifest["metrics"]
+    assert 0 < metrics["esi/train/span_loss"] < 1  # ln 2 = 0.69 from a fresh scorer, falling
+    parts = metrics["esi/train/tag_loss"] + metrics["esi/train/span_loss"]  # the last step's, weight 1
+    assert metrics["esi/train/task_loss"] == pytest.approx(parts) == metrics["esi/train/loss"]
+    checkpoint = torch.load(
+        tmp_path / "outputs" / "smoke" / "esi" / "checkpoints" / "last.ckpt", weights_only=True
+    )
+    rates = [g["initial_lr"] for g in checkpoint["optimizer_states"][0]["param_groups"]]
+    head_lr = cfg.stages.esi.optim.head_lr
+    assert rates.count(head_lr) == 4 and rates.count(1e-4) == 2  # tagger and scorer, decay or not; the encoder
+    weights = _export_weights(tmp_path / "outputs" / "smoke" / "esi" / "encoder")
+    assert {k for k in weights if not k.startswith("head.")} == set(tiny_encoder.state_dict())
+    assert not any("scorer" in k for k in weights)

@@ -609,9 +609,11 @@ def test_study_esi_levers_each_change_one_esi_setting():
         "esi_distill": {"optim.distill_weight"},
         "esi_bioes": {"scheme"},
         "esi_short": {"max_steps"},
+        "esi_long": {"max_epochs"},
+        "esi_span": {"span_weight"},
     }
     assert all(root.curriculum.stages == ["esi"] for root in roots.values())
-    assert len({root.run_name for root in roots.values()}) == 5
+    assert len({root.run_name for root in roots.values()}) == 7
 
 
 def test_study_fet_levers_each_change_one_fet_setting_on_the_studys_esi_and_nee():

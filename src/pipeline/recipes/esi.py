@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from cofee.config import RootConfig
+from cofee.data.alignment import special_tokens
 from cofee.data_modules.wiki_anchor import WikiAnchorDataModule
 from cofee.pipeline.recipes.registry import StageParts, stage_recipe
 from cofee.stages.esi import ENTITY_TYPE, ESIModule
@@ -13,7 +14,15 @@ from cofee.stages.esi import ENTITY_TYPE, ESIModule
 @stage_recipe("esi", data=("anchors",))
 def build_esi(cfg: RootConfig, encoder, tokenizer, init_from: Path | None) -> StageParts:
     stage = cfg.stages.esi
-    module = ESIModule(encoder, stage.optim, scheme=stage.scheme, dropout=stage.dropout)
+    module = ESIModule(
+        encoder,
+        stage.optim,
+        scheme=stage.scheme,
+        dropout=stage.dropout,
+        span_weight=stage.span_weight,
+        span_max_width=stage.span_max_width,
+        suffix_len=len(special_tokens(tokenizer)[1]),
+    )
     data = cfg.data.anchors
     datamodule = WikiAnchorDataModule(
         tokenizer=tokenizer,
