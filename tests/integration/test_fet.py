@@ -451,9 +451,15 @@ def _node(node, path):
 
 
 @pytest.mark.slow
-def test_fet_under_two_process_ddp_keeps_every_rank_on_the_same_labels(tmp_path):
+@pytest.mark.parametrize(
+    "refresh, refreshes",
+    [([], 2), (["stages.fet.refresh_every_n_steps=1"], 5)],  # after epochs 0 and 1; after steps 1 to 5 of 6
+    ids=["by-epochs", "by-steps"],
+)
+def test_fet_under_two_process_ddp_keeps_every_rank_on_the_same_labels(tmp_path, refresh, refreshes):
     """esi, nee, fet with `trainer=ddp` (2 CPU processes, gloo) through the CLI: the run ends, and
-    every clustering (rank 0 clusters and broadcasts) left both ranks with the same labels."""
+    every clustering (rank 0 clusters and broadcasts) left both ranks with the same labels, whether
+    the refreshes come at epoch ends or within the epochs."""
     import json
     import os
     import subprocess
@@ -482,11 +488,12 @@ def test_fet_under_two_process_ddp_keeps_every_rank_on_the_same_labels(tmp_path)
         "trainer.devices=2",
         # BertModel's pooler takes no part in any stage's loss
         "trainer.strategy=ddp_find_unused_parameters_true",
+        *refresh,
     ]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     done = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env, cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     manifest = json.loads((tmp_path / "outputs" / "smoke" / "fet" / "encoder" / "manifest.json").read_text())
-    assert manifest["clustering"]["refreshes"] == 2
+    assert manifest["clustering"]["refreshes"] == refreshes
     # every clustering checked that both ranks hold the same labels (a digest gathered from each)
-    assert [h["ranks"] for h in manifest["clustering"]["history"]] == [2, 2, 2]
+    assert [h["ranks"] for h in manifest["clustering"]["history"]] == [2] * (refreshes + 1)

@@ -11,6 +11,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from cofee.config import (
+    ESIStageConfig,
     FETStageConfig,
     NEEStageConfig,
     RootConfig,
@@ -55,7 +56,7 @@ def test_the_built_in_stages_come_from_the_schema_in_curriculum_order():
     specs = stage_specs()
     assert [s.name for s in specs] == list(known_stages()) == list(STAGE_BUILDERS)
     assert [s.after for s in specs] == [None, "esi", "nee"]
-    assert [s.config for s in specs] == [StageConfig, NEEStageConfig, FETStageConfig]
+    assert [s.config for s in specs] == [ESIStageConfig, NEEStageConfig, FETStageConfig]
     assert all(spec.config().name == spec.name for spec in specs)  # `stages.<name>.name` is the stage
 
 
