@@ -577,11 +577,14 @@ def report_settings(study: StudyConfig) -> str:
     return settings
 
 
-def write_plot(rows: list[StudyRow], path: Path, reference: str = "baseline") -> list[str]:
-    """Test F1 against the budget, one line per variant with the seed spread shaded; beside it, when the
-    reference has rows, each variant's paired gain over it (seed noise largely cancels). One row of
-    panels per protocol run: the share of the training split, then k mentions per type. Each split has
-    its own line style. Returns the panels' titles, row by row."""
+def write_plot(
+    rows: list[StudyRow], path: Path, pairs: list[tuple[str, list[str]]] | None = None
+) -> list[str]:
+    """Test F1 against the budget, one line per variant with the seed spread shaded; beside it, for each
+    (reference, compared variants) of `pairs` whose reference has rows, the compared variants' paired
+    gain over it (seed noise largely cancels; default: every variant over `baseline`). One row of panels
+    per protocol run: the share of the training split, then k mentions per type. Each split has its own
+    line style. Returns the panels' titles, row by row."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -592,12 +595,16 @@ def write_plot(rows: list[StudyRow], path: Path, reference: str = "baseline") ->
     colors = {v: f"C{i % 10}" for i, v in enumerate(variants)}  # the same colour in every panel
     splits = sorted({r.split for r in rows})
     styles = {split: LINE_STYLES[i % len(LINE_STYLES)] for i, split in enumerate(splits)}
-    paired = reference in variants and len(variants) > 1
+    if pairs is None:
+        pairs = [("baseline", variants)]
+    pairs = [
+        (ref, [v for v in compared or variants if v in variants and v != ref])  # none named: all
+        for ref, compared in pairs
+        if ref in variants
+    ]
+    pairs = [(ref, compared) for ref, compared in pairs if compared]
     fig, axes = plt.subplots(
-        len(protocols),
-        2 if paired else 1,
-        figsize=(12.8 if paired else 6.4, 4.4 * len(protocols)),
-        squeeze=False,
+        len(protocols), 1 + len(pairs), figsize=(6.4 * (1 + len(pairs)), 4.4 * len(protocols)), squeeze=False
     )
     for panels, protocol in zip(axes, protocols):
         kind = "" if protocol == "fraction" else ", k-shot"
@@ -608,17 +615,16 @@ def write_plot(rows: list[StudyRow], path: Path, reference: str = "baseline") ->
             _plot_lines(panels[0], cells, variants, colors, styles[split], labelled=split == splits[0])
         panels[0].set_ylabel("test F1 (seqeval strict), mean ± std over seeds")
         panels[0].set_title(f"Low-resource NER on WNUT16{kind}")
-        if paired:
-            compared = [v for v in variants if v != reference]
+        for panel, (reference, compared) in zip(panels[1:], pairs):
             for split in splits:
                 part = [r for r in own if r.split == split]
                 gains = {key: mean_std(d) for key, d in paired_differences(part, reference).items()}
-                _plot_lines(panels[1], gains, compared, colors, styles[split], labelled=split == splits[0])
+                _plot_lines(panel, gains, compared, colors, styles[split], labelled=split == splits[0])
             # dashed, unless dashes already mark a split
             zero = {"linestyle": "--"} if len(splits) == 1 else {"linestyle": "-", "linewidth": 0.8}
-            panels[1].axhline(0.0, color=colors[reference], label=f"{reference} (0)", **zero)
-            panels[1].set_ylabel(f"test F1 - {reference}, same seed and subset (mean ± std)")
-            panels[1].set_title(f"Paired gain over {reference}{kind}")
+            panel.axhline(0.0, color=colors[reference], label=f"{reference} (0)", **zero)
+            panel.set_ylabel(f"test F1 - {reference}, same seed and subset (mean ± std)")
+            panel.set_title(f"Paired gain over {reference}{kind}")
         for ax in panels:
             _budget_axis(ax, protocol, sorted({r.budget for r in own}))
             if len(splits) > 1:  # the line style of each split, once per panel
@@ -696,7 +702,7 @@ def run_and_report(study: StudyConfig, trainer_kwargs: dict | None = None) -> st
     if not rows:
         raise ConfigError("results", f"{study.results} holds no rows of these variants at these settings yet")
     table = report_tables(study, rows)
-    write_plot(rows, Path(study.plot))
+    write_plot(rows, Path(study.plot), paired_references(study, rows))
     if study.readme:
         update_readme(Path(study.readme), table, report_settings(study), study.block)
         log.info("table updated in %s (block '%s')", study.readme, study.block)

@@ -351,6 +351,14 @@ def test_the_plot_adds_kshot_panels_only_when_kshot_rows_exist(tmp_path):
     ]
     two_splits = rows + [replace(r, split=1) for r in rows]
     assert len(write_plot(two_splits, tmp_path / "s.png")) == 4  # splits differ by line style, not panel
+    # a panel for each reference with rows (a study's `paired_with`); one without rows gets none
+    more = fractions + [replace(r, variant="esi_nee", test_f1=r.test_f1 + 0.02) for r in fractions]
+    pairs = [("baseline", []), ("esi", ["esi_nee"]), ("absent", ["esi"])]
+    assert write_plot(more, tmp_path / "r.png", pairs) == [
+        "Low-resource NER on WNUT16",
+        "Paired gain over baseline",
+        "Paired gain over esi",
+    ]
     fraction_height, kshot_height = (Image.open(tmp_path / name).size[1] for name in ("f.png", "k.png"))
     assert kshot_height > 1.7 * fraction_height
 
