@@ -84,7 +84,7 @@ study: $(STAMP)  ## the low-resource study (conf/study.yaml): results/study.csv,
 study-report: $(STAMP)  ## the study's table and plot from the rows in results/study.csv so far (no training)
 	$(BIN)/cofee-study report_only=true $(ARGS)
 
-study-esi: $(STAMP)  ## ESI's levers (MLM, distillation, BIOES boundaries, half and twice the steps, a span-level objective) against baseline and esi at 1% and 10% (conf/study_esi.yaml)
+study-esi: $(STAMP)  ## ESI's levers (MLM, distillation, BIOES boundaries, half and twice the steps, a span-level objective, unlinked repeats) against baseline and esi at 1% and 10% (conf/study_esi.yaml)
 	$(BIN)/cofee-study --config-name study_esi $(ARGS)
 
 study-gold: $(STAMP)  ## whether the study hangs on NEE settings chosen with gold labels: two NEE loss settings against the default at 10% and 4-shot (conf/study_gold.yaml)

@@ -619,9 +619,15 @@ def test_study_esi_levers_each_change_one_esi_setting():
         "esi_short": {"max_steps"},
         "esi_long": {"max_epochs"},
         "esi_span": {"span_weight"},
+        "esi_repeats": set(),  # its lever is the corpus: unlinked repeats marked, in a folder of its own
     }
     assert all(root.curriculum.stages == ["esi"] for root in roots.values())
-    assert len({root.run_name for root in roots.values()}) == 7
+    assert len({root.run_name for root in roots.values()}) == 8
+    plain, repeats = roots["esi"].data.anchors, roots["esi_repeats"].data.anchors
+    assert all(root.data == roots["esi"].data for name, root in roots.items() if name != "esi_repeats")
+    assert repeats.build.mark_repeats and not plain.build.mark_repeats
+    assert repeats.corpus_dir.endswith("anchors-repeats") and repeats.corpus_dir != plain.corpus_dir
+    assert replace(repeats, build=plain.build, corpus_dir=plain.corpus_dir) == plain
 
 
 def test_study_fet_levers_each_change_one_fet_setting_on_the_studys_esi_and_nee():
