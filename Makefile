@@ -14,7 +14,7 @@ export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 export WANDB_MODE ?= offline
 
-.PHONY: help install test test-slow pretrain-all build-anchors build-gazetteer build-cache denoising denoising-ablation esi-repeats fet-report bench gpu-check study study-report study-esi study-fet study-quick study-gold study-stages study-kshot study-split sweep lint format clean
+.PHONY: help install test test-slow pretrain-all build-anchors build-gazetteer build-cache denoising denoising-ablation esi-repeats fet-report bench gpu-check study study-report study-esi study-fet study-quick study-gold study-stages study-kshot study-split study-all sweep lint format clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-14s %s\n", $$1, $$2}'
@@ -80,6 +80,9 @@ fet-report: $(STAMP)  ## stage-3 clusters vs fine types, before/after FET (resul
 
 study: $(STAMP)  ## the low-resource study (conf/study.yaml): results/study.csv, docs/results.md table, docs/low_resource.png
 	$(BIN)/cofee-study $(ARGS)
+
+# the study and every follow-up, one after the other; each resumes from its finished rows (days on 2 CPU cores)
+study-all: study study-quick study-stages study-kshot study-split study-gold study-esi study-fet  ## every study block of docs/results.md, in order
 
 study-report: $(STAMP)  ## the study's table and plot from the rows in results/study.csv so far (no training)
 	$(BIN)/cofee-study report_only=true $(ARGS)
