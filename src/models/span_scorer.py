@@ -46,7 +46,6 @@ class SpanScorer(nn.Module):
         candidates, targets = candidate_spans(counts, batch["spans"], self.max_width)
         if not targets.numel():  # windows without words: nothing to score, no gradient
             return hidden.sum() * 0.0
-        spans = {"attention_mask": batch["attention_mask"], "word_positions": batch["word_positions"]}
-        pooled = pool_batch_spans(hidden, {**spans, "spans": candidates}, "endpoints", suffix_len)
+        pooled = pool_batch_spans(hidden, {**batch, "spans": candidates}, "endpoints", suffix_len)
         logits = self.classifier(self.dropout(pooled)).squeeze(-1)
         return F.binary_cross_entropy_with_logits(logits, targets.to(logits.device, logits.dtype))
