@@ -66,7 +66,8 @@ class _StopSecondEpoch(pl.Callback):
 def datamodule(tokenizer) -> ClusterDataModule:
     corpus = WORK / "anchors"
     build_anchor_corpus(default_dump_path(), corpus, AnchorBuildConfig(), num_workers=1, progress=False)
-    anchors = AnchorDataConfig(corpus_dir=str(corpus), build_workers=1)
+    # the cache in the bench's own work folder: the schema's default is an interpolation no config resolves here
+    anchors = AnchorDataConfig(corpus_dir=str(corpus), build_workers=1, cache_dir=str(WORK / "token_cache"))
     gazetteer = GazetteerDataConfig(
         gazetteer_dir=str(WORK / "gazetteer"), labelled_dir=str(WORK / "labelled")
     )
