@@ -14,7 +14,7 @@ export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 export WANDB_MODE ?= offline
 
-.PHONY: help install test test-slow pretrain-all build-anchors build-gazetteer build-cache denoising denoising-ablation esi-repeats fet-report bench gpu-check study study-report study-esi study-fet study-quick study-gold study-stages study-kshot study-split study-all sweep lint format clean
+.PHONY: help install test test-slow pretrain-all build-anchors build-gazetteer build-cache denoising denoising-ablation esi-repeats fet-report bench gpu-check study study-report study-esi study-esi-full study-fet study-quick study-gold study-stages study-kshot study-split study-all sweep lint format clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-14s %s\n", $$1, $$2}'
@@ -82,13 +82,16 @@ study: $(STAMP)  ## the low-resource study (conf/study.yaml): results/study.csv,
 	$(BIN)/cofee-study $(ARGS)
 
 # the study and every follow-up, one after the other; each resumes from its finished rows (days on 2 CPU cores)
-study-all: study study-quick study-stages study-kshot study-split study-gold study-esi study-fet  ## every study block of docs/results.md, in order
+study-all: study study-quick study-stages study-kshot study-split study-gold study-esi study-esi-full study-fet  ## every study block of docs/results.md, in order
 
 study-report: $(STAMP)  ## the study's table and plot from the rows in results/study.csv so far (no training)
 	$(BIN)/cofee-study report_only=true $(ARGS)
 
 study-esi: $(STAMP)  ## ESI's levers (MLM, distillation, BIOES boundaries, half and twice the steps, a span-level objective, unlinked repeats) against baseline and esi at 1% and 10% (conf/study_esi.yaml)
 	$(BIN)/cofee-study --config-name study_esi $(ARGS)
+
+study-esi-full: $(STAMP)  ## the best ESI levers followed by NEE and FET, against the default curriculum and the one without ESI at 1% and 4-shot (conf/study_esi_full.yaml)
+	$(BIN)/cofee-study --config-name study_esi_full $(ARGS)
 
 study-gold: $(STAMP)  ## whether the study hangs on NEE settings chosen with gold labels: two NEE loss settings against the default at 10% and 4-shot (conf/study_gold.yaml)
 	$(BIN)/cofee-study --config-name study_gold $(ARGS)

@@ -654,6 +654,39 @@ def test_study_fet_levers_each_change_one_fet_setting_on_the_studys_esi_and_nee(
     assert len({root.run_name for root in roots.values()}) == len(roots)
 
 
+def test_study_esi_full_puts_the_esi_levers_under_the_default_nee_and_fet():
+    """Each lever's ESI is its study_esi variant's (so it is copied, not trained again), followed by the
+    default curriculum's NEE and FET; its `nee_fet` is study_stages' (whose rows it reuses)."""
+    from cofee.experiments.study import variant_root
+    from cofee.pipeline.curriculum import stage_plan
+
+    def roots_of(config_name, names):
+        study = validate_study(compose(config_name=config_name))
+        study.validate()
+        return study, {name: variant_root(study, name, study.variants[name]) for name in names}
+
+    with initialize_config_module(config_module="cofee.conf", version_base="1.3"):
+        full, roots = roots_of(
+            "study_esi_full", ["esi_distill_full", "esi_long_full", "esi_nee_fet", "nee_fet"]
+        )
+        _, alone = roots_of("study_esi", ["esi_distill", "esi_long"])
+        _, stages = roots_of("study_stages", ["nee_fet"])
+    whole = roots["esi_nee_fet"]
+    for lever in ("esi_distill", "esi_long"):
+        root = roots[f"{lever}_full"]
+        assert stage_plan(root) == [("esi", None), ("nee", "esi"), ("fet", "nee")]
+        assert root.stages.esi == alone[lever].stages.esi != whole.stages.esi
+        assert (root.stages.nee, root.stages.fet, root.data) == (
+            whole.stages.nee,
+            whole.stages.fet,
+            whole.data,
+        )
+        assert root.run_name not in {alone[lever].run_name, whole.run_name}
+    assert roots["nee_fet"] == stages["nee_fet"]
+    assert set(full.paired_with["esi_nee_fet"]) == {"esi_distill_full", "esi_long_full", "nee_fet"}
+    assert (full.fractions, full.kshots, full.results) == ([0.01], [4], "results/study_esi_full.csv")
+
+
 def test_a_study_with_only_reports_its_own_variants_from_a_shared_results_file():
     """study_quick reads rows merged from the main study: the variants it does not train stay out of its
     tables, while the main study (no `only`) still reports every variant."""
