@@ -79,13 +79,16 @@ def unexplained_values(relative: str, text: str, schema: type, package: str, loa
 
 
 def root_schema(relative: str, text: str) -> type:
-    """The schema of a root config file: its own, or that of the root it extends (study_quick.yaml
-    lists `- study` first in its defaults)."""
+    """The schema of a root config file: its own, or that of the root it extends, directly
+    (study_quick.yaml lists `- study` first in its defaults) or through another root config file
+    (study_esi_full.yaml extends study_esi.yaml)."""
     if relative in ROOTS:
         return ROOTS[relative]
     for base in re.findall(r"^\s*-\s*(\w+)\s*$", text, flags=re.MULTILINE):
         if f"{base}.yaml" in ROOTS:
             return ROOTS[f"{base}.yaml"]
+        if base != relative.removesuffix(".yaml") and (CONF / f"{base}.yaml").is_file():
+            return root_schema(f"{base}.yaml", (CONF / f"{base}.yaml").read_text())
     raise AssertionError(f"conf/{relative}: a root config that extends no known root")
 
 
