@@ -581,20 +581,28 @@ def test_the_kshot_and_second_split_studies_compose(name, budgets, splits):
     check_marked_block(study.readme, study.block)
 
 
+def _study(config_name: str):
+    """The validated study config `config_name` (inside an `initialize_config_module` block)."""
+    study = validate_study(compose(config_name=config_name))
+    study.validate()
+    return study
+
+
+def _variant_roots(study, names: list[str]) -> dict:
+    """The pre-training config of each named variant of `study`."""
+    from cofee.experiments.study import variant_root
+
+    return {name: variant_root(study, name, study.variants[name]) for name in names}
+
+
 def _lever_changes(config_name: str, reference: str, stage: str) -> tuple[dict, dict]:
     """For each variant the study pairs with `reference`: the `stages.<stage>` keys it changes against
     `reference`'s curriculum; and every config those variants (and `reference`) pre-train with."""
     from dataclasses import asdict
 
-    from cofee.experiments.study import variant_root
-
     with initialize_config_module(config_module="cofee.conf", version_base="1.3"):
-        study = validate_study(compose(config_name=config_name))
-        study.validate()
-        roots = {
-            name: variant_root(study, name, study.variants[name])
-            for name in [reference, *study.paired_with[reference]]
-        }
+        study = _study(config_name)
+        roots = _variant_roots(study, [reference, *study.paired_with[reference]])
 
     def flat(tree, prefix=""):
         for key, value in tree.items():
@@ -657,20 +665,13 @@ def test_study_fet_levers_each_change_one_fet_setting_on_the_studys_esi_and_nee(
 def test_study_esi_full_puts_the_esi_levers_under_the_default_nee_and_fet():
     """Each lever's ESI is its study_esi variant's (so it is copied, not trained again), followed by the
     default curriculum's NEE and FET; its `nee_fet` is study_stages' (whose rows it reuses)."""
-    from cofee.experiments.study import variant_root
     from cofee.pipeline.curriculum import stage_plan
 
-    def roots_of(config_name, names):
-        study = validate_study(compose(config_name=config_name))
-        study.validate()
-        return study, {name: variant_root(study, name, study.variants[name]) for name in names}
-
     with initialize_config_module(config_module="cofee.conf", version_base="1.3"):
-        full, roots = roots_of(
-            "study_esi_full", ["esi_distill_full", "esi_long_full", "esi_nee_fet", "nee_fet"]
-        )
-        _, alone = roots_of("study_esi", ["esi_distill", "esi_long"])
-        _, stages = roots_of("study_stages", ["nee_fet"])
+        full = _study("study_esi_full")
+        roots = _variant_roots(full, ["esi_distill_full", "esi_long_full", "esi_nee_fet", "nee_fet"])
+        alone = _variant_roots(_study("study_esi"), ["esi_distill", "esi_long"])
+        stages = _variant_roots(_study("study_stages"), ["nee_fet"])
     whole = roots["esi_nee_fet"]
     for lever in ("esi_distill", "esi_long"):
         root = roots[f"{lever}_full"]
