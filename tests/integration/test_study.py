@@ -581,8 +581,9 @@ def test_the_kshot_and_second_split_studies_compose(name, budgets, splits):
     check_marked_block(study.readme, study.block)
 
 
-def _study(config_name: str):
-    """The validated study config `config_name` (inside an `initialize_config_module` block)."""
+def _shipped_study(config_name: str):
+    """The shipped study config `conf/<config_name>.yaml`, validated (inside an
+    `initialize_config_module` block)."""
     study = validate_study(compose(config_name=config_name))
     study.validate()
     return study
@@ -601,7 +602,7 @@ def _lever_changes(config_name: str, reference: str, stage: str) -> tuple[dict, 
     from dataclasses import asdict
 
     with initialize_config_module(config_module="cofee.conf", version_base="1.3"):
-        study = _study(config_name)
+        study = _shipped_study(config_name)
         roots = _variant_roots(study, [reference, *study.paired_with[reference]])
 
     def flat(tree, prefix=""):
@@ -668,10 +669,10 @@ def test_study_esi_full_puts_the_esi_levers_under_the_default_nee_and_fet():
     from cofee.pipeline.curriculum import stage_plan
 
     with initialize_config_module(config_module="cofee.conf", version_base="1.3"):
-        full = _study("study_esi_full")
+        full = _shipped_study("study_esi_full")
         roots = _variant_roots(full, ["esi_distill_full", "esi_long_full", "esi_nee_fet", "nee_fet"])
-        alone = _variant_roots(_study("study_esi"), ["esi_distill", "esi_long"])
-        stages = _variant_roots(_study("study_stages"), ["nee_fet"])
+        alone = _variant_roots(_shipped_study("study_esi"), ["esi_distill", "esi_long"])
+        stages = _variant_roots(_shipped_study("study_stages"), ["nee_fet"])
     whole = roots["esi_nee_fet"]
     for lever in ("esi_distill", "esi_long"):
         root = roots[f"{lever}_full"]
