@@ -329,10 +329,11 @@ def run_job(splits: dict, study: StudyConfig, job: FinetuneJob, trainer_kwargs: 
 
 
 def run_study(study: StudyConfig, trainer_kwargs: dict | None = None) -> list[StudyRow]:
-    """Pre-train every variant first (on every split, for those whose pre-training reads it), then
-    fine-tune seed by seed (each seed over every split, budget and variant), so that a study stopped
-    early still holds paired rows for every variant. With `workers` > 1 the fine-tunings run in that
-    many processes at once."""
+    """Pre-train every variant that has rows to fine-tune first (on every split, for those whose
+    pre-training reads it), then fine-tune seed by seed (each seed over every split, budget and variant),
+    so that a study stopped early still holds paired rows for every variant. A variant whose rows are all
+    in the results (a reference merged from another study) is not pre-trained again. With `workers` > 1
+    the fine-tunings run in that many processes at once."""
     from cofee.data_modules.gold_ner import splits_from_config
 
     study.validate()
@@ -342,23 +343,33 @@ def run_study(study: StudyConfig, trainer_kwargs: dict | None = None) -> list[St
     check_variants_pretraining(study, results, rows)
     budgets = study_budgets(study)
     variants = study.selected_variants()
-    splits, encoders, settings = {}, {}, {}
-    for split in study.split_seeds:
-        on = on_split(study, split)
-        splits[split] = splits_from_config(on.data, on.finetune.scheme)  # also writes train.txt (in-domain)
-        for variant in variants:
-            log.info("study: pre-training variant %s (split %d)", variant, split)
-            encoders[split, variant] = pretrain_variant(on, variant, on.variants[variant])
-            settings[split, variant] = variant_settings(on, variant)
-    jobs = [
-        FinetuneJob(
-            variant, protocol, budget, seed, encoders[split, variant], settings[split, variant], split
-        )
+    settings = {
+        (split, variant): variant_settings(on_split(study, split), variant)
+        for split in study.split_seeds
+        for variant in variants
+    }
+    pending = [
+        (seed, split, protocol, budget, variant)
         for seed in study.seeds
         for split in study.split_seeds
         for protocol, budget in budgets
         for variant in variants
         if run_key(variant, protocol, budget, seed, settings[split, variant], split) not in done
+    ]
+    to_pretrain = {(split, variant) for _, split, _, _, variant in pending}
+    splits, encoders = {}, {}
+    for split in study.split_seeds:
+        on = on_split(study, split)
+        splits[split] = splits_from_config(on.data, on.finetune.scheme)  # also writes train.txt (in-domain)
+        for variant in variants:
+            if (split, variant) not in to_pretrain:
+                log.info("study: variant %s (split %d) has all its rows; not pre-trained", variant, split)
+                continue
+            log.info("study: pre-training variant %s (split %d)", variant, split)
+            encoders[split, variant] = pretrain_variant(on, variant, on.variants[variant])
+    jobs = [
+        FinetuneJob(variant, protocol, budget, seed, encoders[split, variant], settings[split, variant], split)
+        for seed, split, protocol, budget, variant in pending
     ]
     log.info("study: %d fine-tunings to run (%d rows already in %s)", len(jobs), len(rows), results)
     for count, row in enumerate(_run_jobs(splits, study, jobs, trainer_kwargs), 1):
