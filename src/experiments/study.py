@@ -368,7 +368,9 @@ def run_study(study: StudyConfig, trainer_kwargs: dict | None = None) -> list[St
             log.info("study: pre-training variant %s (split %d)", variant, split)
             encoders[split, variant] = pretrain_variant(on, variant, on.variants[variant])
     jobs = [
-        FinetuneJob(variant, protocol, budget, seed, encoders[split, variant], settings[split, variant], split)
+        FinetuneJob(
+            variant, protocol, budget, seed, encoders[split, variant], settings[split, variant], split
+        )
         for seed, split, protocol, budget, variant in pending
     ]
     log.info("study: %d fine-tunings to run (%d rows already in %s)", len(jobs), len(rows), results)
