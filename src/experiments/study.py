@@ -60,15 +60,21 @@ def variant_settings(study: StudyConfig, variant: str) -> str:
     )
 
 
+def selected_settings(study: StudyConfig) -> dict[tuple[int, str], str]:
+    """(split seed, variant) -> the settings hash its rows carry, for the selected variants on every split."""
+    settings = {}
+    for split in study.split_seeds:
+        on = on_split(study, split)
+        settings |= {(split, v): variant_settings(on, v) for v in on.selected_variants()}
+    return settings
+
+
 def current_rows(study: StudyConfig, rows: list[StudyRow]) -> list[StudyRow]:
     """The rows of the study's variants (`only`'s), seeds, budgets and splits at its current settings,
     in the config's variant order (a results file may also hold rows of earlier settings, which must not
     be averaged in, of variants another study trained, or of seeds beyond those a report is asked for,
     e.g. `seeds=[1,2,3]` while seed 4 is half done)."""
-    settings = {}
-    for split in study.split_seeds:
-        on = on_split(study, split)
-        settings |= {(split, v): variant_settings(on, v) for v in on.selected_variants()}
+    settings = selected_settings(study)
     budgets, seeds = set(study_budgets(study)), set(study.seeds)
     order = {v: i for i, v in enumerate(study.variants)}  # tables and plot list variants as the config does
     kept = (
@@ -343,11 +349,7 @@ def run_study(study: StudyConfig, trainer_kwargs: dict | None = None) -> list[St
     check_variants_pretraining(study, results, rows)
     budgets = study_budgets(study)
     variants = study.selected_variants()
-    settings = {
-        (split, variant): variant_settings(on_split(study, split), variant)
-        for split in study.split_seeds
-        for variant in variants
-    }
+    settings = selected_settings(study)
     pending = [
         (seed, split, protocol, budget, variant)
         for seed in study.seeds
