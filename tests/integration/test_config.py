@@ -140,3 +140,24 @@ def _leaves(tree, prefix=""):
             yield from _leaves(value, f"{prefix}.{key}" if prefix else str(key))
     else:
         yield prefix, tree
+
+
+def test_esi_long_preset_is_the_measured_variant(compose_cfg):
+    """`experiment=esi_long` must pre-train exactly what the study measured as `esi_long_full`, or the
+    figures the preset cites are not its own."""
+    from hydra import compose, initialize_config_module
+
+    from cofee.config import to_plain, validate_study
+    from cofee.experiments.study import variant_root
+
+    with initialize_config_module(config_module="cofee.conf", version_base="1.3"):
+        study = validate_study(compose(config_name="study_esi_full"))
+        measured = to_plain(variant_root(study, "esi_long_full", study.variants["esi_long_full"]))
+    preset = to_plain(validate(compose_cfg(["experiment=esi_long", f"paths.root={study.paths.root}"])))
+    default = to_plain(validate(compose_cfg([f"paths.root={study.paths.root}"])))
+    for cfg in (measured, preset, default):
+        cfg.pop("run_name")
+        cfg.pop("paths")
+    assert preset["stages"]["esi"]["max_epochs"] == 2
+    assert preset == measured
+    assert preset != default
