@@ -368,7 +368,8 @@ class GazetteerDataConfig:
     build: GazetteerBuildConfig = field(default_factory=GazetteerBuildConfig)
     match: MatchConfig = field(default_factory=MatchConfig)
     shard_size: int = bounded(5000, ge=1)  # labelled sentences per shard file
-    workers: int = bounded(2, ge=1)  # processes labelling the corpus and reading the dump for the gazetteer; the same output for any count
+    # processes labelling the corpus and reading the dump for the gazetteer; the same output for any count
+    workers: int = bounded(2, ge=1)
 
     def validate(self, prefix: str = "data.gazetteer") -> None:
         check_bounds(self, prefix)

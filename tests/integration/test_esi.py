@@ -166,7 +166,8 @@ def test_the_span_objective_trains_through_the_curriculum_and_stays_out_of_the_e
     )
     rates = [g["initial_lr"] for g in checkpoint["optimizer_states"][0]["param_groups"]]
     head_lr = cfg.stages.esi.optim.head_lr
-    assert rates.count(head_lr) == 4 and rates.count(1e-4) == 2  # tagger and scorer, decay or not; the encoder
+    # tagger and scorer, decay or not; the encoder
+    assert rates.count(head_lr) == 4 and rates.count(1e-4) == 2
     weights = _export_weights(tmp_path / "outputs" / "smoke" / "esi" / "encoder")
     assert {k for k in weights if not k.startswith("head.")} == set(tiny_encoder.state_dict())
     assert not any("scorer" in k for k in weights)

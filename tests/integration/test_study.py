@@ -690,7 +690,11 @@ def test_study_esi_full_puts_the_esi_levers_under_the_default_nee_and_fet():
         assert root.run_name not in {alone[lever].run_name, whole.run_name}
     assert roots["nee_fet"] == stages["nee_fet"]
     assert set(full.paired_with["esi_nee_fet"]) == {"esi_distill_full", "esi_long_full", "nee_fet"}
-    assert (full.fractions, full.kshots, full.results) == ([0.01, 0.1, 1.0], [4], "results/study_esi_full.csv")
+    assert (full.fractions, full.kshots, full.results) == (
+        [0.01, 0.1, 1.0],
+        [4],
+        "results/study_esi_full.csv",
+    )
 
 
 def test_a_study_with_only_reports_its_own_variants_from_a_shared_results_file():
