@@ -644,8 +644,8 @@ def test_study_esi_levers_each_change_one_esi_setting():
 
 
 def test_study_fet_levers_each_change_one_fet_setting_on_the_studys_esi_and_nee():
-    """Each FET lever is plain FET (study-wiki's esi_nee_fet) with one FET setting changed, in a run
-    folder of its own, on the same ESI and NEE (so those are copied, not trained again)."""
+    """Each FET lever is plain FET (study-wiki's esi_nee_fet) with one FET setting changed (or one lever
+    and the cluster-loss weight), in a run folder of its own, on the same ESI and NEE (so those are copied, not trained again)."""
     changed, roots = _lever_changes("study_fet", "esi_nee_fet", "fet")
     assert changed == {
         "fet_within_types": {"cluster.within_types"},
@@ -655,6 +655,11 @@ def test_study_fet_levers_each_change_one_fet_setting_on_the_studys_esi_and_nee(
         "fet_k50": {"cluster.k"},
         "fet_k100": {"cluster.k"},
         "fet_refresh_steps": {"refresh_every_n_steps"},
+        "fet_lambda01": {"lambda_cluster"},
+        "fet_lambda1": {"lambda_cluster"},
+        # two levers at once: the lever and a cluster-loss weight that matters
+        "fet_prototype_lambda01": {"cluster_loss", "lambda_cluster"},
+        "fet_within_lambda01": {"cluster.within_types", "lambda_cluster"},
     }
     plain = roots["esi_nee_fet"]
     for root in roots.values():
