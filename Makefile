@@ -14,7 +14,7 @@ export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 export WANDB_MODE ?= offline
 
-.PHONY: help install test test-slow pretrain-all build-anchors build-gazetteer build-cache denoising denoising-ablation esi-repeats fet-report bench gpu-check study study-report study-esi study-esi-full study-fet study-quick study-gold study-stages study-kshot study-split study-all sweep lint format clean
+.PHONY: help install test test-slow pretrain-all build-anchors build-gazetteer build-cache denoising denoising-ablation esi-repeats fet-report fet-drift bench gpu-check study study-report study-esi study-esi-full study-fet study-quick study-gold study-stages study-kshot study-split study-all sweep lint format clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-14s %s\n", $$1, $$2}'
@@ -77,6 +77,9 @@ esi-repeats: $(STAMP)  ## what marking unlinked repeats does to ESI (needs the d
 
 fet-report: $(STAMP)  ## stage-3 clusters vs fine types, before/after FET (results/fet_quality.json; docs/results.md)
 	$(BIN)/cofee-report report=fet $(ARGS)
+
+fet-drift: $(STAMP)  ## how far each of study-fet's FET variants moved the encoder, from NEE and from FET without clusters (docs/results.md)
+	$(BIN)/cofee-report report=encoder_drift $(ARGS)
 
 study: $(STAMP)  ## the low-resource study (conf/study.yaml): results/study.csv, docs/results.md table, docs/low_resource.png
 	$(BIN)/cofee-study $(ARGS)

@@ -819,6 +819,7 @@ class Report(Choice):
     esi_repeats = "esi_repeats"  # every ESI export scored on the dev pages of every anchor corpus
     nee_ablation = "nee_ablation"  # NEE loss settings side by side, from `make denoising` result files
     gazetteer = "gazetteer"  # the built gazetteer and its labelled corpus, counted
+    encoder_drift = "encoder_drift"  # how far each of FET's variants moved the encoder (L2 over its weights)
 
 
 @dataclass
@@ -848,6 +849,17 @@ class ReportConfig(RootConfig):
             "unknown=ignore, no type balance": "results/nee_ablation_ignore.json",
             "unknown=ignore, type_balance=0.5 (default)": "results/nee_denoising.json",
         }
+    )
+    # encoder_drift: the export every drift export started from, and the exports (`<run>/<stage>/encoder`
+    # folders); the first is the reference each other is compared with. Defaults: study-fet's run folders,
+    # the reference FET without its cluster loss
+    drift_start: str = "${paths.root}/outputs/study-nocluster/nee/encoder"
+    drift_exports: list[str] = field(
+        default_factory=lambda: [
+            f"${{paths.root}}/outputs/study-{run}/fet/encoder"
+            for run in ("nocluster", "fet-within", "fet-lambda01", "fet-lambda1", "fet-prototype-lambda01")
+            + ("fet-within-lambda01",)
+        ]
     )
 
 

@@ -1,8 +1,9 @@
-"""`cofee-report report=<fet|esi_repeats|nee_ablation|gazetteer>`: a result table into docs/results.md.
+"""`cofee-report report=<fet|esi_repeats|nee_ablation|gazetteer|encoder_drift>`: a result table into docs/results.md.
 
 cofee-report report=gazetteer                     # the built gazetteer and labelled corpus
 cofee-report report=fet run_name=default          # FET's clusters against fine types
 cofee-report report=nee_ablation readme=null      # print only
+cofee-report report=encoder_drift                 # how far FET's variants moved the encoder
 """
 
 from __future__ import annotations

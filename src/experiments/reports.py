@@ -15,6 +15,7 @@ from cofee.utils.io import check_marked_block, read_json, replace_marked_block
 log = logging.getLogger(__name__)
 BLOCKS = {Report.fet: "fet", Report.esi_repeats: "esi-repeats", Report.nee_ablation: "nee-ablation"}
 BLOCKS[Report.gazetteer] = "gazetteer"
+BLOCKS[Report.encoder_drift] = "encoder-drift"
 
 
 def report_table(cfg: ReportConfig) -> str:
@@ -33,6 +34,10 @@ def report_table(cfg: ReportConfig) -> str:
         from cofee.experiments.denoising import ablation_table
 
         return ablation_table([(label, read_json(path)) for label, path in cfg.ablation_runs.items()])
+    if cfg.report == Report.encoder_drift:
+        from cofee.experiments.encoder_drift import drift_table
+
+        return drift_table(cfg.drift_start, cfg.drift_exports)
     from cofee.data.gazetteer.report import gazetteer_tables
 
     return gazetteer_tables(cfg.data.gazetteer.gazetteer_dir, cfg.data.gazetteer.labelled_dir)
