@@ -482,6 +482,13 @@ def paired_differences(rows: list[StudyRow], reference: str) -> dict[tuple[str, 
     return diffs
 
 
+def seeds_up(diffs: list[float]) -> str:
+    """'k/n seeds up', and how many are tied where any are: a tie (the same test F1 to the row's four
+    decimals) is neither up nor down, and a column of ties means the two encoders fine-tune alike."""
+    tied = sum(d == 0 for d in diffs)
+    return f"{sum(d > 0 for d in diffs)}/{len(diffs)} seeds up" + (f", {tied} tied" if tied else "")
+
+
 def paired_table(rows: list[StudyRow], reference: str = "baseline", compared: list[str] | None = None) -> str:
     """Per cell, the mean and spread of (variant - reference) test F1 over seeds run by both: the same
     seed means the same training subset and order, so seed-to-seed noise largely cancels. One line per
@@ -502,7 +509,7 @@ def paired_table(rows: list[StudyRow], reference: str = "baseline", compared: li
                 cells.append("–")
                 continue
             mean, spread = mean_std(diffs)
-            cells.append(f"{mean:+.3f} ± {spread:.3f} ({sum(d > 0 for d in diffs)}/{len(diffs)} seeds up)")
+            cells.append(f"{mean:+.3f} ± {spread:.3f} ({seeds_up(diffs)})")
         lines.append(f"| {variant} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -549,10 +556,9 @@ def across_splits_table(rows: list[StudyRow], reference: str, compared: list[str
                 cells.append("–")
                 continue
             means = " / ".join(f"{statistics.fmean(d):+.3f}" if d else "–" for d in found)
-            up = sum(d > 0 for diffs in run for d in diffs)
-            total = sum(len(diffs) for diffs in run)
             splits_up = sum(statistics.fmean(diffs) > 0 for diffs in run)
-            cells.append(f"{means} ({up}/{total} seeds up; up on {splits_up}/{len(run)} splits)")
+            every_seed = [d for diffs in run for d in diffs]
+            cells.append(f"{means} ({seeds_up(every_seed)}; up on {splits_up}/{len(run)} splits)")
         lines.append(f"| {variant} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

@@ -202,6 +202,18 @@ def test_report_pairs_each_reference_with_its_variants_only():
     assert "Paired with baseline" not in without_baseline and "Paired with reference" in without_baseline
 
 
+def test_paired_tables_count_ties_apart_from_seeds_down():
+    """Two encoders that fine-tune to the same test F1 on a seed are tied there, not down."""
+    from cofee.experiments.study import StudyRow, paired_table
+
+    f1 = {("baseline", 1): 0.2, ("baseline", 2): 0.3, ("same", 1): 0.2, ("same", 2): 0.31}
+    rows = [
+        StudyRow(v, "fraction", 0.1, seed, 19, 0.3, f, 0, 1, 0, 0, 0, 50, 1.0, "s")
+        for (v, seed), f in f1.items()
+    ]
+    assert "| same | +0.005 ± 0.007 (1/2 seeds up, 1 tied) |" in paired_table(rows, "baseline")
+
+
 def test_variant_run_name_shares_a_run_folder_when_given():
     study = _study()
     assert variant_run_name(study, "esi", ["curriculum.stages=[esi]"]) == "study-esi"
