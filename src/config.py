@@ -857,8 +857,13 @@ class ReportConfig(RootConfig):
     drift_exports: list[str] = field(
         default_factory=lambda: [
             f"${{paths.root}}/outputs/study-{run}/fet/encoder"
-            for run in ("nocluster", "fet-within", "fet-lambda01", "fet-lambda1", "fet-prototype-lambda01")
-            + ("fet-within-lambda01",)
+            for run in (
+                "nocluster",
+                "fet-within",
+                "fet-lambda01",
+                "fet-prototype-lambda01",
+                "fet-within-lambda01",
+            )
         ]
     )
 
