@@ -17,17 +17,22 @@ from cofee.utils.errors import ConfigError, InputFileError
 WEIGHTS = "model.safetensors"
 
 
-def encoder_weights(folder: str | Path) -> dict:
-    """The floating-point tensors of an export's `model.safetensors` (checked whole before reading)."""
+def check_export(folder: str | Path) -> Path:
+    """An export folder with whole weights in `model.safetensors`; cheap: no weights are read."""
     folder = Path(folder)
     if not folder.is_dir():
         raise InputFileError(folder, "no such export folder")
     check_model_folder(folder)
     if not (folder / WEIGHTS).is_file():
         raise InputFileError(folder, f"no {WEIGHTS} in the export folder")
+    return folder
+
+
+def encoder_weights(folder: str | Path) -> dict:
+    """The floating-point tensors of a checked export's `model.safetensors`."""
     from safetensors.torch import load_file
 
-    return {name: t for name, t in load_file(str(folder / WEIGHTS)).items() if t.is_floating_point()}
+    return {name: t for name, t in load_file(str(Path(folder) / WEIGHTS)).items() if t.is_floating_point()}
 
 
 def weight_distance(a: dict, b: dict, b_folder: str | Path) -> float:
@@ -60,18 +65,22 @@ def drift_table(start: str | Path, folders: list[str]) -> str:
     exports = {export_label(folder): folder for folder in folders}
     if len(exports) < len(folders):
         raise ConfigError("drift_exports", "two exports share a <run>/<stage> label")
+    for folder in (start, *folders):
+        check_export(folder)  # every folder before any weights are read
+    # three encoders in memory at most (the start, the reference and the one scored), whatever the count
     origin = encoder_weights(start)
-    weights = {label: encoder_weights(folder) for label, folder in exports.items()}
-    reference = next(iter(exports))
+    reference_label, reference_folder = next(iter(exports.items()))
+    reference = encoder_weights(reference_folder)
     norm = math.sqrt(sum(float((t.double() ** 2).sum()) for t in origin.values()))
     lines = [
         f"Start: `{export_label(start)}` (weight norm {norm:.1f}). Distances are L2 over every encoder weight.",
         "",
-        f"| export | moved from the start | from {reference} |",
+        f"| export | moved from the start | from {reference_label} |",
         "|---|---|---|",
     ]
     for label, folder in exports.items():
-        moved = weight_distance(origin, weights[label], folder)
-        apart = weight_distance(weights[reference], weights[label], folder)
-        lines.append(f"| {label} | {moved:.3f} | {'-' if label == reference else f'{apart:.3f}'} |")
+        weights = reference if label == reference_label else encoder_weights(folder)
+        moved = weight_distance(origin, weights, folder)
+        apart = "-" if weights is reference else f"{weight_distance(reference, weights, folder):.3f}"
+        lines.append(f"| {label} | {moved:.3f} | {apart} |")
     return "\n".join(lines)
