@@ -861,6 +861,7 @@ class ReportConfig(RootConfig):
                 "nocluster",
                 "fet-within",
                 "fet-lambda01",
+                "fet-lambda1",
                 "fet-prototype-lambda01",
                 "fet-within-lambda01",
             )
