@@ -426,7 +426,6 @@ class StageConfig:
     dropout: float = bounded(0.1, ge=0, lt=1)
     batch_size: int = bounded(16, ge=1)
     eval_batch_size: int = bounded(64, ge=1)
-    # ESI: one epoch. Longer ESI makes the encoder forget (docs/design.md, forgetting).
     max_epochs: int = bounded(1, ge=1)
     max_steps: int = bounded(-1, ge=-1)  # -1: the epochs decide
     optim: StageOptimConfig = field(default_factory=stage_optim)
@@ -439,6 +438,9 @@ class StageConfig:
 class ESIStageConfig(StageConfig):
     """Stage 1, entity span identification on the anchor corpus, from the encoder in `model.*`."""
 
+    # two epochs: alone, ESI forgets (docs/design.md, forgetting), but followed by NEE and FET two epochs
+    # were ahead of one on every budget measured (docs/results.md, ESI's levers inside the curriculum)
+    max_epochs: int = bounded(2, ge=1)
     # the span-level objective (docs/stages.md, ESI): every run of 1..span_max_width words scored as an
     # anchor or not, from its endpoint sub-tokens, weighted into the loss; 0: the tagger alone
     span_weight: float = bounded(0.0, ge=0)
@@ -771,6 +773,9 @@ class StudyConfig(GoldRunConfig):
     """`cofee-study` (conf/study.yaml holds the variants)."""
 
     run_name: str = "study"
+    # the pretrain config (conf/<name>.yaml) each variant's overrides apply to. Not in a row's settings
+    # hash: the pre-training its rows came from is checked on its own (experiments/study_pretraining.py)
+    pretrain_config: str = "pretrain"
     # the recipe the study's published rows were measured with: 300 steps (cofee-finetune: 400)
     finetune: FinetuneConfig = field(default_factory=lambda: FinetuneConfig(max_steps=300))
     seeds: list[int] = field(default_factory=lambda: [1, 2, 3, 4, 5])

@@ -233,7 +233,7 @@ def _is_key(override: str, key: str) -> bool:
 
 def variant_root(study: StudyConfig, name: str, overrides: list[str]):
     """The validated pretrain config of a variant's curriculum."""
-    from hydra import compose, initialize_config_module
+    from hydra import initialize_config_module
     from hydra.core.global_hydra import GlobalHydra
 
     from cofee.config import validate
@@ -242,9 +242,21 @@ def variant_root(study: StudyConfig, name: str, overrides: list[str]):
     rest = [o for o in overrides if not _is_run_name(o)]
     args = [f"paths.root={study.paths.root}", f"run_name={run_name}", *rest]
     if GlobalHydra.instance().is_initialized():
-        return validate(compose(config_name="pretrain", overrides=args))
+        return validate(_compose_pretrain(study.pretrain_config, args))
     with initialize_config_module(config_module="cofee.conf", version_base="1.3"):
-        return validate(compose(config_name="pretrain", overrides=args))
+        return validate(_compose_pretrain(study.pretrain_config, args))
+
+
+def _compose_pretrain(config_name: str, overrides: list[str]):
+    from hydra import compose
+    from hydra.errors import MissingConfigException
+
+    try:
+        return compose(config_name=config_name, overrides=overrides)
+    except MissingConfigException as error:
+        if error.missing_cfg_file != config_name:
+            raise  # a group option a variant names: Hydra's own message says which
+        raise ConfigError("pretrain_config", f"no config conf/{config_name}.yaml") from None
 
 
 def pretrain_variant(study: StudyConfig, name: str, overrides: list[str] | None) -> Path | None:
@@ -267,9 +279,9 @@ def pretrain_variant(study: StudyConfig, name: str, overrides: list[str] | None)
     return Path(root.paths.output_dir) / root.curriculum.stages[-1] / "encoder"
 
 
-def check_variants_pretraining(study: StudyConfig, results: Path, rows: list[StudyRow]) -> None:
-    """Before anything trains: refuse a variant whose rows were fine-tuned from another pre-training than
-    its curriculum would now train (see `study_pretraining`), and record the others'."""
+def planned_pretraining(study: StudyConfig) -> dict[str, dict]:
+    """Settings hash -> {variant, split, stages: its curriculum's planned stage inputs}, for every selected
+    variant that pre-trains, on every split."""
     planned = {}
     for split in study.split_seeds:
         on = on_split(study, split)
@@ -282,7 +294,13 @@ def check_variants_pretraining(study: StudyConfig, results: Path, rows: list[Stu
                     "split": split,
                     "stages": stages,
                 }
-    check_and_record(results, (r.settings for r in rows), planned)
+    return planned
+
+
+def check_variants_pretraining(study: StudyConfig, results: Path, rows: list[StudyRow]) -> None:
+    """Before anything trains: refuse a variant whose rows were fine-tuned from another pre-training than
+    its curriculum would now train (see `study_pretraining`), and record the others'."""
+    check_and_record(results, (r.settings for r in rows), planned_pretraining(study))
 
 
 @dataclass(frozen=True)

@@ -142,9 +142,9 @@ def _leaves(tree, prefix=""):
         yield prefix, tree
 
 
-def test_esi_long_preset_is_the_measured_variant(compose_cfg):
-    """`experiment=esi_long` must pre-train exactly what the study measured as `esi_long_full`, or the
-    figures the preset cites are not its own."""
+def test_the_default_pretraining_is_the_measured_esi_long_full(compose_cfg):
+    """The default curriculum (two epochs of ESI) must pre-train exactly what the study measured as
+    `esi_long_full`, or the figures that made it the default are not its own."""
     from hydra import compose, initialize_config_module
 
     from cofee.config import to_plain, validate_study
@@ -153,11 +153,9 @@ def test_esi_long_preset_is_the_measured_variant(compose_cfg):
     with initialize_config_module(config_module="cofee.conf", version_base="1.3"):
         study = validate_study(compose(config_name="study_esi_full"))
         measured = to_plain(variant_root(study, "esi_long_full", study.variants["esi_long_full"]))
-    preset = to_plain(validate(compose_cfg(["experiment=esi_long", f"paths.root={study.paths.root}"])))
+        reference = to_plain(variant_root(study, "esi_nee_fet", study.variants["esi_nee_fet"]))
     default = to_plain(validate(compose_cfg([f"paths.root={study.paths.root}"])))
-    for cfg in (measured, preset, default):
-        cfg.pop("run_name")
-        cfg.pop("paths")
-    assert preset["stages"]["esi"]["max_epochs"] == 2
-    assert preset == measured
-    assert preset != default
+    for cfg in (measured, reference, default):
+        del cfg["run_name"], cfg["paths"]
+    assert default == measured
+    assert default != reference  # the studies' one-epoch reference

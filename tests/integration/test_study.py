@@ -6,6 +6,7 @@ import json
 import re
 import shutil
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_module
@@ -442,7 +443,6 @@ def test_rows_without_a_split_column_read_as_split_0_and_report_as_before(tmp_pa
     """The published rows (results/study.csv, written before `split_seeds`) keep their hash, so a resumed
     study trains none of them again, and report exactly the published study block of docs/results.md."""
     import shutil
-    from pathlib import Path
 
     from cofee.experiments.study import (
         LEGACY_COLUMNS,
@@ -495,7 +495,7 @@ def test_study_quick_composes_from_the_study_with_its_own_block():
     quick = validate_study(cfg)
     quick.validate()
     assert (quick.only, quick.fractions, quick.kshots, quick.seeds, quick.workers) == (
-        ["baseline", "esi_nee_fet"],
+        ["baseline", "default"],
         [0.1],
         [4],
         [1, 2, 3, 4, 5],
@@ -507,8 +507,32 @@ def test_study_quick_composes_from_the_study_with_its_own_block():
         "study-quick",
     )
     study = validate_study(full)
-    assert quick.variants == study.variants and quick.finetune == study.finetune  # shared, not copied
+    assert quick.variants.items() > study.variants.items() and quick.finetune == study.finetune
     check_marked_block(quick.readme, quick.block)  # docs/results.md holds its block
+
+
+def test_study_quick_pretrains_the_default_curriculum_the_other_studies_their_pinned_one():
+    """The quick study checks what `make pretrain-all` trains: its `default` variant is conf/pretrain.yaml
+    as it is, in a run folder of its own. The other studies pre-train with conf/pretrain_studies.yaml,
+    which differs from it only in the ESI epochs their committed rows were measured with."""
+    from cofee.config import to_plain, validate
+    from cofee.experiments.study import variant_root
+
+    with initialize_config_module(config_module="cofee.conf", version_base="1.3"):
+        quick = _shipped_study("study_quick")
+        study = _shipped_study("study")
+        default = to_plain(
+            validate(compose(config_name="pretrain", overrides=[f"paths.root={quick.paths.root}"]))
+        )
+        checked = to_plain(variant_root(quick, "default", quick.variants["default"]))
+        pinned = to_plain(variant_root(study, "esi_nee_fet", study.variants["esi_nee_fet"]))
+    assert (checked["run_name"], pinned["run_name"]) == ("study-quick", "study-wiki")
+    for cfg in (checked, pinned, default):
+        del cfg["run_name"], cfg["paths"]
+    assert checked == default
+    assert (pinned["stages"]["esi"]["max_epochs"], default["stages"]["esi"]["max_epochs"]) == (1, 2)
+    pinned["stages"]["esi"]["max_epochs"] = 2
+    assert pinned == default
 
 
 def test_study_gold_pretrains_nee_and_fet_with_the_replaced_loss_settings():
@@ -610,6 +634,43 @@ def _variant_roots(study, names: list[str]) -> dict:
     from cofee.experiments.study import variant_root
 
     return {name: variant_root(study, name, study.variants[name]) for name in names}
+
+
+SHIPPED_STUDIES = sorted(path.stem for path in Path(__file__).resolve().parents[2].glob("conf/study*.yaml"))
+
+
+@pytest.mark.parametrize("config_name", SHIPPED_STUDIES)
+def test_each_shipped_studys_rows_came_from_the_pretraining_it_would_now_train(config_name):
+    """What `cofee-study` checks before anything trains, without writing: every variant with rows in the
+    study's committed results file would pre-train exactly what its record says its rows came from. A
+    changed stage default (ESI's epochs went from 1 to 2) must not silently orphan or refuse the
+    published rows; conf/pretrain_studies.yaml pins what they were measured with."""
+    from cofee.experiments.study import planned_pretraining, read_rows
+    from cofee.experiments.study_pretraining import pretraining_changes, read_records, records_path
+
+    with initialize_config_module(config_module="cofee.conf", version_base="1.3"):
+        study = _shipped_study(config_name)
+        planned = planned_pretraining(study)
+    results = Path(__file__).resolve().parents[2] / study.results
+    records = read_records(records_path(results))
+    with_rows = {row.settings for row in read_rows(results)}
+    compared = {
+        plan["variant"]: pretraining_changes(records[settings]["stages"], plan["stages"])
+        for settings, plan in planned.items()
+        if settings in with_rows
+    }
+    assert compared, f"{config_name}: no pre-trained variant has rows to compare"
+    assert compared == {variant: [] for variant in compared}
+
+
+def test_an_unknown_pretrain_config_is_a_config_error(tmp_path):
+    from cofee.experiments.study import variant_root
+
+    with initialize_config_module(config_module="cofee.conf", version_base="1.3"):
+        study = _shipped_study("study")
+        study.pretrain_config = "no_such_config"
+        with pytest.raises(ConfigError, match="'pretrain_config'.*conf/no_such_config.yaml"):
+            variant_root(study, "esi", study.variants["esi"])
 
 
 def _lever_changes(config_name: str, reference: str, stage: str) -> tuple[dict, dict]:
@@ -717,7 +778,6 @@ def test_study_esi_full_puts_the_esi_levers_under_the_default_nee_and_fet():
 def test_a_study_with_only_reports_its_own_variants_from_a_shared_results_file():
     """study_quick reads rows merged from the main study: the variants it does not train stay out of its
     tables, while the main study (no `only`) still reports every variant."""
-    from pathlib import Path
 
     from cofee.experiments.study import current_rows, read_rows
 
@@ -726,5 +786,5 @@ def test_a_study_with_only_reports_its_own_variants_from_a_shared_results_file()
     with initialize_config_module(config_module="cofee.conf", version_base="1.3"):
         quick = validate_study(compose(config_name="study_quick"))
         full = validate_study(compose(config_name="study"))
-    assert {r.variant for r in current_rows(quick, rows)} == {"baseline", "esi_nee_fet"}
+    assert {r.variant for r in current_rows(quick, rows)} == {"baseline"}  # the study has no `default` rows
     assert {r.variant for r in current_rows(full, rows)} == set(full.variants)

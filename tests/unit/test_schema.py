@@ -115,7 +115,7 @@ def test_the_check_flags_a_repeat_and_an_unexplained_override():
     text = "seed: 13\nrun_name: mine  # why: a reason\nstages:\n  esi:\n    max_epochs: 4\n"
     found = unexplained_values("x.yaml", text, RootConfig, "", True)
     assert [f.split(": ", 2)[1] for f in found] == ["seed", "stages.esi.max_epochs"]
-    assert "repeats" in found[0] and "overrides the default 1" in found[1]
+    assert "repeats" in found[0] and "overrides the default 2" in found[1]
 
 
 def test_every_root_composes_from_its_schema():
