@@ -93,7 +93,7 @@ study-report: $(STAMP)  ## the study's table and plot from the rows in results/s
 study-esi: $(STAMP)  ## ESI's levers (MLM, distillation, BIOES boundaries, half and twice the steps, a span-level objective, unlinked repeats) against baseline and esi at 1% and 10% (conf/study_esi.yaml)
 	$(BIN)/cofee-study --config-name study_esi $(ARGS)
 
-study-esi-full: $(STAMP)  ## the best ESI levers followed by NEE and FET, against the default curriculum and the one without ESI at 1% and 4-shot (conf/study_esi_full.yaml)
+study-esi-full: $(STAMP)  ## the best ESI levers followed by NEE and FET, against the one-epoch curriculum and the one without ESI at 1% and 4-shot (conf/study_esi_full.yaml)
 	$(BIN)/cofee-study --config-name study_esi_full $(ARGS)
 
 study-gold: $(STAMP)  ## whether the study hangs on NEE settings chosen with gold labels: two NEE loss settings against the default at 10% and 4-shot (conf/study_gold.yaml)
@@ -102,7 +102,7 @@ study-gold: $(STAMP)  ## whether the study hangs on NEE settings chosen with gol
 study-fet: $(STAMP)  ## FET's levers (within types, typed spans, prototypes, cluster-head rate, k, refreshing by steps) against esi_nee_fet and its no-cluster control at 1% and 4-shot (conf/study_fet.yaml)
 	$(BIN)/cofee-study --config-name study_fet $(ARGS)
 
-study-stages: $(STAMP)  ## each stage left out of the default curriculum (nee_fet, esi_fet, esi_nee) against the whole at 1% and 4-shot (conf/study_stages.yaml)
+study-stages: $(STAMP)  ## each stage left out of the one-epoch curriculum (nee_fet, esi_fet, esi_nee) against the whole at 1% and 4-shot (conf/study_stages.yaml)
 	$(BIN)/cofee-study --config-name study_stages $(ARGS)
 
 study-kshot: $(STAMP)  ## the k-shot protocol, k = 1, 4, 16 mentions per type: baseline against esi_nee_fet, 5 seeds (conf/study_kshot.yaml)
@@ -111,7 +111,7 @@ study-kshot: $(STAMP)  ## the k-shot protocol, k = 1, 4, 16 mentions per type: b
 study-split: $(STAMP)  ## the main comparison on a second seeded split of WNUT16 beside the first, 1% and 10% (conf/study_split.yaml)
 	$(BIN)/cofee-study --config-name study_split $(ARGS)
 
-study-quick: $(STAMP)  ## baseline against esi_nee_fet at 10% and 4-shot, 5 seeds (conf/study_quick.yaml): results/study_quick.csv, its own block
+study-quick: $(STAMP)  ## baseline against the default curriculum (pre-trained afresh) at 10% and 4-shot, 5 seeds (conf/study_quick.yaml): results/study_quick.csv, its own block
 	$(BIN)/cofee-study --config-name study_quick $(ARGS)
 
 sweep: $(STAMP)  ## a W&B sweep YAML run offline: make sweep SWEEP=conf/sweep/finetune.yaml COUNT=8 (sweeps/<name>/results.csv)
