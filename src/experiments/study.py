@@ -720,8 +720,24 @@ def _budget_axis(ax, protocol: str, budgets: list[float]) -> None:
 
 
 def update_readme(readme: Path, table: str, settings: str, block: str = "study") -> None:
-    """Rewrite the block between the `block` markers (InputFileError when they are missing)."""
-    replace_marked_block(readme, block, f"{settings}\n\n{table}")
+    """Rewrite the block between the `block` markers (InputFileError when they are missing). A study run
+    with a narrower `only` rewrites the whole block with its variants alone, so the variants the block
+    listed before and lists no longer are named in a warning."""
+    replaced = replace_marked_block(readme, block, f"{settings}\n\n{table}")
+    dropped = sorted(_row_names(replaced) - _row_names(table))
+    if dropped:
+        log.warning(
+            "%s: block '%s' no longer lists %s; their rows stay in the results file, and the study run "
+            "with `report_only=true` and without `only` lists them again",
+            readme,
+            block,
+            ", ".join(dropped),
+        )
+
+
+def _row_names(tables: str) -> set[str]:
+    """The first cells of a Markdown table's rows: the variants a block lists."""
+    return set(re.findall(r"^\| ([\w.-]+) \|", tables, flags=re.MULTILINE))
 
 
 def run_and_report(study: StudyConfig, trainer_kwargs: dict | None = None) -> str:

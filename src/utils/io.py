@@ -184,13 +184,15 @@ def check_marked_block(path: str | Path, name: str) -> None:
         raise InputFileError(path, f"the '{name}:end' marker comes before '{name}:begin'")
 
 
-def replace_marked_block(path: str | Path, name: str, body: str) -> None:
-    """Rewrite the text between `<!-- name:begin -->` and `<!-- name:end -->` in a document, atomically.
+def replace_marked_block(path: str | Path, name: str, body: str) -> str:
+    """Rewrite the text between `<!-- name:begin -->` and `<!-- name:end -->` in a document, atomically;
+    returns the text it replaced.
 
     Raises InputFileError (and writes nothing) when the file or a marker is missing."""
     check_marked_block(path, name)
     path = Path(path)
     begin, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
     head, rest = path.read_text(encoding="utf-8").split(begin, 1)
-    _, tail = rest.split(end, 1)
+    replaced, tail = rest.split(end, 1)
     atomic_write_text(path, f"{head}{begin}\n{body}\n{end}{tail}")
+    return replaced.strip("\n")

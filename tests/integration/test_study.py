@@ -3,6 +3,7 @@ production variants of conf/study.yaml, which test_config checks compose and val
 
 import csv
 import json
+import logging
 import re
 import shutil
 from dataclasses import replace
@@ -36,7 +37,7 @@ def _compose_study(*overrides, variants="named"):
     return compose(config_name="study", overrides=[*study_variant_overrides(variants), *overrides])
 
 
-def test_study_runs_variants_resumes_and_reports(tmp_path, small_dump):
+def test_study_runs_variants_resumes_and_reports(tmp_path, small_dump, caplog):
     readme = tmp_path / "README.md"
     readme.write_text("# Title\n<!-- study:begin -->\nold\n<!-- study:end -->\nfooter\n", encoding="utf-8")
     assert small_dump == tmp_path / "dump.xml"  # the `trained` set's esi reads ${paths.root}/dump.xml
@@ -107,6 +108,16 @@ def test_study_runs_variants_resumes_and_reports(tmp_path, small_dump):
     update_readme(readme, table, "Settings: test")
     text = readme.read_text()
     assert text.startswith("# Title\n") and text.endswith("footer\n") and "old" not in text and table in text
+    # a narrower report (a run with `only=`) rewrites the block without the others, and says so
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="cofee.experiments.study"):
+        update_readme(readme, table, "Settings: test")
+        assert not caplog.records
+        update_readme(readme, markdown_table([r for r in rows if r.variant == "esi"]), "Settings: test")
+    assert [r.getMessage().split(": ", 1)[1] for r in caplog.records] == [
+        "block 'study' no longer lists baseline; their rows stay in the results file, and the study run "
+        "with `report_only=true` and without `only` lists them again"
+    ]
     write_plot(rows, tmp_path / "plot.png")
     write_plot([r for r in rows if r.variant == "esi"], tmp_path / "single.png")
     # with the baseline's rows, a second panel (the paired gain) sits beside the F1 panel
