@@ -9,7 +9,7 @@ from cofee.utils.io import check_marked_block, replace_marked_block
 def test_the_block_between_the_markers_is_replaced_and_the_rest_kept(tmp_path):
     doc = tmp_path / "README.md"
     doc.write_text("head\n<!-- t:begin -->\nold\n<!-- t:end -->\ntail\n<!-- u:begin -->\nx\n<!-- u:end -->\n")
-    replace_marked_block(doc, "t", "| new |")
+    assert replace_marked_block(doc, "t", "| new |") == "old"  # what it replaced
     assert (
         doc.read_text()
         == "head\n<!-- t:begin -->\n| new |\n<!-- t:end -->\ntail\n<!-- u:begin -->\nx\n<!-- u:end -->\n"
