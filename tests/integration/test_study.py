@@ -26,6 +26,8 @@ from cofee.experiments.study import (
 from cofee.utils.errors import ConfigError
 from tests.support import study_variant_overrides
 
+REPO = Path(__file__).resolve().parents[2]  # the committed results and configs the shipped studies read
+
 
 def _study(*overrides, variants="named"):
     """The study config with the test variant set `variants`, then `overrides`, validated."""
@@ -464,9 +466,8 @@ def test_rows_without_a_split_column_read_as_split_0_and_report_as_before(tmp_pa
         write_rows,
     )
 
-    repo = Path(__file__).resolve().parents[2]
     published = tmp_path / "study.csv"
-    shutil.copy(repo / "results" / "study.csv", published)
+    shutil.copy(REPO / "results" / "study.csv", published)
     if published.read_text().splitlines()[0].split(",") != LEGACY_COLUMNS:
         pytest.skip("results/study.csv has been rewritten with the split column since")
     rows = read_rows(published)
@@ -480,11 +481,11 @@ def test_rows_without_a_split_column_read_as_split_0_and_report_as_before(tmp_pa
     assert all(run_key(r.variant, r.protocol, r.budget, r.seed, settings[r.variant], 0) in done for r in rows)
     block = re.compile(r"<!-- study:begin -->.*<!-- study:end -->", re.S)
     readme = tmp_path / "results.md"
-    readme.write_text((repo / "docs" / "results.md").read_text(encoding="utf-8"), encoding="utf-8")
+    readme.write_text((REPO / "docs" / "results.md").read_text(encoding="utf-8"), encoding="utf-8")
     study.readme, study.results, study.report_only = str(readme), str(published), True
     study.plot = str(tmp_path / "p.png")
     run_and_report(study)
-    expected = block.search((repo / "docs" / "results.md").read_text(encoding="utf-8")).group(0)
+    expected = block.search((REPO / "docs" / "results.md").read_text(encoding="utf-8")).group(0)
     ours = block.search(readme.read_text(encoding="utf-8")).group(0)
     assert ours.replace(f"Rows: `{published}`", "Rows: `results/study.csv`") == expected
     write_rows(published, rows)  # written back with the split column, the rows read the same
@@ -647,7 +648,7 @@ def _variant_roots(study, names: list[str]) -> dict:
     return {name: variant_root(study, name, study.variants[name]) for name in names}
 
 
-SHIPPED_STUDIES = sorted(path.stem for path in Path(__file__).resolve().parents[2].glob("conf/study*.yaml"))
+SHIPPED_STUDIES = sorted(path.stem for path in REPO.glob("conf/study*.yaml"))
 
 
 @pytest.mark.parametrize("config_name", SHIPPED_STUDIES)
@@ -662,7 +663,7 @@ def test_each_shipped_studys_rows_came_from_the_pretraining_it_would_now_train(c
     with initialize_config_module(config_module="cofee.conf", version_base="1.3"):
         study = _shipped_study(config_name)
         planned = planned_pretraining(study)
-    results = Path(__file__).resolve().parents[2] / study.results
+    results = REPO / study.results
     records = read_records(records_path(results))
     with_rows = {row.settings for row in read_rows(results)}
     compared = {
@@ -674,7 +675,7 @@ def test_each_shipped_studys_rows_came_from_the_pretraining_it_would_now_train(c
     assert compared == {variant: [] for variant in compared}
 
 
-def test_an_unknown_pretrain_config_is_a_config_error(tmp_path):
+def test_an_unknown_pretrain_config_is_a_config_error():
     from cofee.experiments.study import variant_root
 
     with initialize_config_module(config_module="cofee.conf", version_base="1.3"):
@@ -792,8 +793,7 @@ def test_a_study_with_only_reports_its_own_variants_from_a_shared_results_file()
 
     from cofee.experiments.study import current_rows, read_rows
 
-    repo = Path(__file__).resolve().parents[2]
-    rows = read_rows(repo / "results" / "study.csv")
+    rows = read_rows(REPO / "results" / "study.csv")
     with initialize_config_module(config_module="cofee.conf", version_base="1.3"):
         quick = validate_study(compose(config_name="study_quick"))
         full = validate_study(compose(config_name="study"))
